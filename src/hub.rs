@@ -1,0 +1,412 @@
+//! The hub thread: who is online, where each message goes, the counters.
+//!
+//! # Who owns what
+//!
+//! [`run_hub`] runs on its own thread and is the only owner of the client
+//! map, the name and room indexes, the offline queues and the statistics.
+//! Nothing here is locked: sessions, the acceptor, the console and library
+//! callers send it [`Event`]s over one bounded channel, and it answers
+//! queries over reply channels they pass along.
+//!
+//! # Never blocked by a client
+//!
+//! The hub never waits for a session: it queues into the session's
+//! [`Outbox`] (never full) and checks that receiver's backlog itself. A
+//! receiver with more than `send_queue` messages or `send_queue_bytes`
+//! bytes waiting is a slow consumer: the message is not queued, the drop is
+//! logged and counted, and that client is closed with 1008. Everyone else
+//! carries on at full speed.
+//!
+//! # Batching
+//!
+//! The hub handles every event already waiting before it wakes the
+//! sessions it queued for, so a burst of messages costs each receiver one
+//! wake-up, not one per message.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+use tungstenite::Message;
+
+use crate::close::CloseInfo;
+use crate::config::{Mode, ServerConfig};
+use crate::naming::show_room;
+use crate::session::{Outbox, Outgoing};
+use crate::stats::Stats;
+
+/// Most events handled before the hub wakes the sessions it queued for.
+const BATCH: usize = 512;
+
+/// A connected client, as `/list` and [`Server::clients`](crate::Server::clients) show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Connection number, unique for the server's lifetime.
+    pub id: u64,
+    /// The client's name (from its URL path).
+    pub name: String,
+    /// The client's room; empty for the default room.
+    pub room: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the handshake completed.
+    pub since: SystemTime,
+}
+
+/// What other threads tell the hub.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A session finished its handshake.
+    Join(ClientInfo, Outbox),
+    /// A session received a message.
+    Message(u64, Message),
+    /// A session ended.
+    Leave(u64, CloseInfo),
+    /// A handshake was refused, for this reason.
+    Rejected(&'static str),
+    /// A request from the console or a library caller.
+    Command(Command),
+}
+
+/// Requests that come from the console or the library.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send to every client.
+    Broadcast(Message),
+    /// Send to the clients with this name; replies with how many.
+    SendTo(String, Message, Sender<usize>),
+    /// Close the clients with this name with 1008; replies with how many.
+    Kick(String, String, Sender<usize>),
+    /// Reply with the online clients.
+    List(Sender<Vec<ClientInfo>>),
+    /// Reply with the counters.
+    Stats(Sender<Stats>),
+    /// Close everyone with 1001 and end the hub.
+    Shutdown,
+}
+
+/// One online client, as the hub keeps it.
+struct Entry {
+    info: ClientInfo,
+    outbox: Outbox,
+    // Set once the hub has asked this client to close; it gets nothing more.
+    closing: bool,
+    // Queued for during this batch and not yet woken.
+    dirty: bool,
+}
+
+/// The hub's state; only the hub thread touches it.
+struct Hub {
+    cfg: ServerConfig,
+    clients: HashMap<u64, Entry>,
+    by_name: HashMap<String, Vec<u64>>,
+    by_room: HashMap<String, Vec<u64>>,
+    offline: HashMap<String, VecDeque<Message>>,
+    offline_bytes: usize,
+    stats: Stats,
+    dirty: Vec<u64>,
+    shutting_down: Option<Instant>,
+}
+
+/// The hub thread's loop: handle events in batches until shut down and
+/// every client has left (or the close timeout has passed).
+pub(crate) fn run_hub(cfg: ServerConfig, events: Receiver<Event>) {
+    let mut hub = Hub::new(cfg);
+    loop {
+        let first = match hub.shutting_down {
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(since) => {
+                let limit = since + hub.cfg.close_timeout + Duration::from_millis(500);
+                events.recv_deadline(limit)
+            }
+        };
+        let Ok(first) = first else { break };
+        hub.handle(first);
+        for event in events.try_iter().take(BATCH) {
+            hub.handle(event);
+        }
+        hub.wake_dirty();
+        if hub.shutting_down.is_some() && hub.clients.is_empty() {
+            break;
+        }
+    }
+    if !hub.clients.is_empty() {
+        warn!(
+            "{} clients did not finish closing in time",
+            hub.clients.len()
+        );
+    }
+    debug!("hub thread ends");
+}
+
+impl Hub {
+    fn new(cfg: ServerConfig) -> Hub {
+        Hub {
+            cfg,
+            clients: HashMap::new(),
+            by_name: HashMap::new(),
+            by_room: HashMap::new(),
+            offline: HashMap::new(),
+            offline_bytes: 0,
+            stats: Stats::new(),
+            dirty: Vec::new(),
+            shutting_down: None,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Join(info, outbox) => self.join(info, outbox),
+            Event::Message(id, msg) => self.message(id, msg),
+            Event::Leave(id, close) => self.leave(id, close),
+            Event::Rejected(reason) => self.stats.reject(reason),
+            Event::Command(cmd) => self.command(cmd),
+        }
+    }
+
+    fn join(&mut self, info: ClientInfo, outbox: Outbox) {
+        let id = info.id;
+        self.stats.connections_total += 1;
+        self.by_name.entry(info.name.clone()).or_default().push(id);
+        self.by_room.entry(info.room.clone()).or_default().push(id);
+        info!(
+            "join {} room {} from {} ({} online)",
+            info.name,
+            show_room(&info.room),
+            info.peer,
+            self.clients.len() + 1
+        );
+        let name = info.name.clone();
+        self.clients.insert(
+            id,
+            Entry {
+                info,
+                outbox,
+                closing: false,
+                dirty: false,
+            },
+        );
+        if self.shutting_down.is_some() {
+            self.close(id, 1001, "server shutting down");
+            return;
+        }
+        self.deliver_offline(&name, id);
+    }
+
+    fn leave(&mut self, id: u64, close: CloseInfo) {
+        let Some(entry) = self.clients.remove(&id) else {
+            return;
+        };
+        let info = entry.info;
+        unindex(&mut self.by_name, &info.name, id);
+        unindex(&mut self.by_room, &info.room, id);
+        let by = if close.by_peer {
+            ""
+        } else {
+            " (closed by server)"
+        };
+        info!(
+            "leave {} room {} from {}: {close}{by} ({} online)",
+            info.name,
+            show_room(&info.room),
+            info.peer,
+            self.clients.len()
+        );
+    }
+
+    /// Routes a message a client sent.
+    fn message(&mut self, from: u64, msg: Message) {
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += msg.len() as u64;
+        let Some(sender) = self.clients.get(&from) else {
+            return;
+        };
+        if sender.closing {
+            self.stats.drop("sender closing", 1);
+            debug!(
+                "dropped a message from {} while it closes",
+                sender.info.name
+            );
+            return;
+        }
+        if self.cfg.mode == Mode::Echo {
+            self.deliver(from, msg);
+            return;
+        }
+        let receiver = match &msg {
+            Message::Text(text) => crate::json::receiver(text),
+            _ => None,
+        };
+        match receiver {
+            Some(name) => self.direct(&name, msg),
+            None => {
+                let room = sender.info.room.clone();
+                self.broadcast_room(&room, Some(from), &msg);
+            }
+        }
+    }
+
+    /// A directed message: to every client called `name`, or into the
+    /// offline queue when none is online.
+    fn direct(&mut self, name: &str, msg: Message) {
+        if self.send_to_name(name, &msg) > 0 {
+            return;
+        }
+        let cost = msg.len() + 64;
+        if self.offline_bytes + cost > self.cfg.offline_bytes || self.cfg.offline_queue == 0 {
+            warn!("offline store full: dropped a message for {name}");
+            self.stats.drop("offline store full", 1);
+            return;
+        }
+        let queue = self.offline.entry(name.to_string()).or_default();
+        queue.push_back(msg);
+        self.offline_bytes += cost;
+        if queue.len() > self.cfg.offline_queue {
+            if let Some(old) = queue.pop_front() {
+                self.offline_bytes -= old.len() + 64;
+                warn!("offline queue for {name} full: dropped its oldest message");
+                self.stats.drop("offline queue overflow", 1);
+            }
+        }
+    }
+
+    /// Delivers what waited for `name` to the client `id` that just joined.
+    fn deliver_offline(&mut self, name: &str, id: u64) {
+        let Some(queue) = self.offline.remove(name) else {
+            return;
+        };
+        info!("delivering {} queued messages to {name}", queue.len());
+        for msg in queue {
+            self.offline_bytes -= msg.len() + 64;
+            self.deliver(id, msg);
+        }
+    }
+
+    /// Sends to every open client called `name`; returns how many.
+    fn send_to_name(&mut self, name: &str, msg: &Message) -> usize {
+        let ids = self.by_name.get(name).cloned().unwrap_or_default();
+        ids.into_iter()
+            .filter(|id| self.deliver(*id, msg.clone()))
+            .count()
+    }
+
+    /// Sends to every client in `room` but `except`.
+    fn broadcast_room(&mut self, room: &str, except: Option<u64>, msg: &Message) {
+        let Some(ids) = self.by_room.get(room) else {
+            return;
+        };
+        for id in ids.clone() {
+            if Some(id) != except {
+                self.deliver(id, msg.clone());
+            }
+        }
+    }
+
+    /// Queues `msg` for client `id` unless it is closing or too slow.
+    /// Returns whether it was queued.
+    fn deliver(&mut self, id: u64, msg: Message) -> bool {
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if entry.closing {
+            return false;
+        }
+        let len = msg.len();
+        let backlog = entry.outbox.len();
+        if backlog >= self.cfg.send_queue || entry.outbox.bytes() + len > self.cfg.send_queue_bytes
+        {
+            warn!(
+                "{} ({}) is too slow: {backlog} messages waiting; closing it",
+                entry.info.name, entry.info.peer
+            );
+            self.stats.drop("slow consumer", 1);
+            self.close(id, 1008, "too slow: send queue full");
+            return false;
+        }
+        entry.outbox.push_quiet(Outgoing::Message(msg));
+        self.stats.messages_out += 1;
+        self.stats.bytes_out += len as u64;
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(id);
+        }
+        true
+    }
+
+    /// Asks client `id` to close with `code`; it gets nothing more.
+    fn close(&mut self, id: u64, code: u16, reason: &str) {
+        if let Some(entry) = self.clients.get_mut(&id) {
+            if !entry.closing {
+                entry.closing = true;
+                entry.outbox.push(Outgoing::Close(code, reason.to_string()));
+            }
+        }
+    }
+
+    /// Wakes the sessions queued for during this batch.
+    fn wake_dirty(&mut self) {
+        for id in self.dirty.drain(..) {
+            if let Some(entry) = self.clients.get_mut(&id) {
+                entry.dirty = false;
+                entry.outbox.wake();
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Broadcast(msg) => {
+                let ids: Vec<u64> = self.clients.keys().copied().collect();
+                for id in ids {
+                    self.deliver(id, msg.clone());
+                }
+            }
+            Command::SendTo(name, msg, reply) => {
+                let _ = reply.send(self.send_to_name(&name, &msg));
+            }
+            Command::Kick(name, reason, reply) => {
+                let ids = self.by_name.get(&name).cloned().unwrap_or_default();
+                for id in &ids {
+                    info!("kicking {name}: {reason}");
+                    self.close(*id, 1008, &reason);
+                }
+                let _ = reply.send(ids.len());
+            }
+            Command::List(reply) => {
+                let mut list: Vec<ClientInfo> =
+                    self.clients.values().map(|e| e.info.clone()).collect();
+                list.sort_by_key(|c| c.id);
+                let _ = reply.send(list);
+            }
+            Command::Stats(reply) => {
+                self.stats.connections_now = self.clients.len();
+                let _ = reply.send(self.stats.clone());
+            }
+            Command::Shutdown => self.shutdown(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        info!("shutting down: closing {} clients", self.clients.len());
+        self.shutting_down = Some(Instant::now());
+        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        for id in ids {
+            self.close(id, 1001, "server shutting down");
+        }
+    }
+}
+
+/// Removes `id` from the index list under `key`, dropping empty lists.
+fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|x| *x != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The per-connection loop, shared by the server and the client.
+//!
+//! # Who owns what
+//!
+//! A session thread owns one [`WebSocket`] and its socket, alone. Other
+//! threads (the hub on the server, the application on the client) reach it
+//! only through its [`Outbox`]: a crossbeam channel of [`Outgoing`] items
+//! plus a wake-up.
+//!
+//! # Why readiness waiting, not a blocking read
+//!
+//! A session must react at once to two things: bytes arriving on its
+//! socket, and messages queued for it by another thread. A blocking
+//! `read()` cannot be interrupted by a channel, and a read timeout that
+//! polls the channel costs latency and a wake-up per interval on every idle
+//! client. So the socket is non-blocking and the thread sleeps in
+//! `epoll_wait` (through `mio`) on two sources: the socket, and a
+//! [`mio::Waker`] that the queueing thread triggers. tungstenite is built
+//! for this: `read` and `flush` return `WouldBlock` and resume later, with
+//! any partial frame kept in its buffers. An idle session costs no CPU.
+//!
+//! # Cheap per message
+//!
+//! The queueing side wakes a session only when it may be asleep (the
+//! `asleep` flag), not once per message. A woken session drains what is
+//! queued, writes it into tungstenite's buffer and flushes once, so one
+//! `write()` carries many frames. Readiness is edge-triggered, so the loop
+//! remembers whether the socket may still have data (`readable`) or is full
+//! (`write_blocked`) and skips syscalls that would only say `WouldBlock`.
+
+use std::io::{self, ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::{Error as WsError, Message, WebSocket};
+
+use crate::close::{clip_reason, CloseInfo};
+use crate::stream::Stream;
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Most messages read per loop turn before the loop looks at its outbox.
+const READ_BATCH: usize = 64;
+/// Most messages written per loop turn before the loop flushes and reads.
+const WRITE_BATCH: usize = 256;
+
+/// Something another thread asks a session to do.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Send this message.
+    Message(Message),
+    /// Start the closing handshake with this code and reason.
+    Close(u16, String),
+}
+
+/// State shared between a session thread and the threads that queue for it.
+#[derive(Debug)]
+struct Shared {
+    waker: Waker,
+    // Set by the session just before it sleeps, cleared when it wakes.
+    asleep: AtomicBool,
+    // Payload bytes queued and not yet taken by the session.
+    bytes: AtomicUsize,
+}
+
+/// The handle other threads use to queue messages for one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: Sender<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+impl Outbox {
+    /// Queues `item` and wakes the session if it sleeps. Returns `false`
+    /// when the session has ended. Blocks while a bounded outbox is full.
+    pub(crate) fn push(&self, item: Outgoing) -> bool {
+        let len = payload_len(&item);
+        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(item).is_err() {
+            return false;
+        }
+        self.wake();
+        true
+    }
+
+    /// Queues without waking; call [`Outbox::wake`] after a batch.
+    pub(crate) fn push_quiet(&self, item: Outgoing) -> bool {
+        let len = payload_len(&item);
+        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+        self.tx.send(item).is_ok()
+    }
+
+    /// Wakes the session if it is asleep (at most one syscall per sleep).
+    pub(crate) fn wake(&self) {
+        if self.shared.asleep.swap(false, Ordering::SeqCst) {
+            let _ = self.shared.waker.wake();
+        }
+    }
+
+    /// Items queued and not yet taken.
+    pub(crate) fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Payload bytes queued and not yet taken.
+    pub(crate) fn bytes(&self) -> usize {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn payload_len(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Message(m) => m.len(),
+        Outgoing::Close(..) => 0,
+    }
+}
+
+/// What a session does with what it receives.
+pub(crate) trait Handler {
+    /// A text or binary message arrived. `Err((code, reason))` closes the
+    /// connection with that code.
+    fn message(&mut self, msg: Message) -> Result<(), (u16, String)>;
+}
+
+/// Heartbeat and closing timers of a session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Ping the peer after this much silence.
+    pub ping_interval: Option<Duration>,
+    /// Drop a pinged peer that stays silent this much longer.
+    pub idle_timeout: Duration,
+    /// Wait this long for the answer to our close frame.
+    pub close_timeout: Duration,
+}
+
+/// One connection's loop; see the module docs.
+pub(crate) struct Session<H> {
+    ws: WebSocket<Stream>,
+    poll: Poll,
+    events: Events,
+    inbox: Receiver<Outgoing>,
+    shared: Arc<Shared>,
+    handler: H,
+    timing: Timing,
+    // The socket may have unread bytes (edge-triggered readiness).
+    readable: bool,
+    // The last write hit WouldBlock; wait for writable before writing more.
+    write_blocked: bool,
+    last_heard: Instant,
+    ping_sent: bool,
+    // Set when we sent a close frame: (when, code, reason).
+    our_close: Option<(Instant, u16, String)>,
+    peer_close: Option<CloseInfo>,
+}
+
+/// Creates a session for `ws` and the outbox that feeds it. With
+/// `capacity`, [`Outbox::push`] blocks while that many items wait (the
+/// client's backpressure); without, the outbox never blocks and the owner
+/// bounds it (the hub checks [`Outbox::len`] and [`Outbox::bytes`]).
+///
+/// # Errors
+/// When the socket cannot be made non-blocking or registered with epoll.
+pub(crate) fn pair<H: Handler>(
+    ws: WebSocket<Stream>,
+    handler: H,
+    timing: Timing,
+    capacity: Option<usize>,
+) -> io::Result<(Session<H>, Outbox)> {
+    ws.get_ref().set_nonblocking(true)?;
+    let poll = Poll::new()?;
+    let fd = ws.get_ref().as_raw_fd();
+    poll.registry().register(
+        &mut SourceFd(&fd),
+        SOCKET,
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    let shared = Arc::new(Shared {
+        waker: Waker::new(poll.registry(), WAKE)?,
+        asleep: AtomicBool::new(false),
+        bytes: AtomicUsize::new(0),
+    });
+    let (tx, inbox) = match capacity {
+        Some(n) => crossbeam_channel::bounded(n),
+        None => crossbeam_channel::unbounded(),
+    };
+    let session = Session {
+        ws,
+        poll,
+        events: Events::with_capacity(4),
+        inbox,
+        shared: shared.clone(),
+        handler,
+        timing,
+        readable: true,
+        write_blocked: false,
+        last_heard: Instant::now(),
+        ping_sent: false,
+        our_close: None,
+        peer_close: None,
+    };
+    Ok((session, Outbox { tx, shared }))
+}
+
+/// Why one loop turn ended the session.
+type End = CloseInfo;
+
+impl<H: Handler> Session<H> {
+    /// Runs until the connection ends, then says how it ended.
+    pub(crate) fn run(mut self) -> CloseInfo {
+        let end = loop {
+            if let Err(end) = self.turn() {
+                break end;
+            }
+        };
+        self.ws.get_ref().shutdown();
+        end
+    }
+
+    /// One pass: timers, outgoing, incoming, then sleep if nothing is left.
+    fn turn(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        self.check_timers(now)?;
+        if !self.write_blocked {
+            self.write_queued()?;
+            self.flush()?;
+        }
+        if self.readable {
+            self.read_some()?;
+        }
+        self.sleep(now)
+    }
+
+    /// Pings a silent peer, drops one that does not answer, and gives up on
+    /// a close handshake the peer does not finish.
+    fn check_timers(&mut self, now: Instant) -> Result<(), End> {
+        if let Some((since, code, reason)) = &self.our_close {
+            if now.duration_since(*since) >= self.timing.close_timeout {
+                return Err(CloseInfo {
+                    code: *code,
+                    reason: format!("{reason} (no close reply)"),
+                    by_peer: false,
+                });
+            }
+        }
+        let Some(interval) = self.timing.ping_interval else {
+            return Ok(());
+        };
+        let silent = now.duration_since(self.last_heard);
+        if silent >= interval + self.timing.idle_timeout {
+            let reason = format!("no answer to ping for {}s", silent.as_secs());
+            return Err(self.fail_with(1001, &reason));
+        }
+        if silent >= interval && !self.ping_sent && self.our_close.is_none() {
+            self.ping_sent = true;
+            self.ws
+                .write(Message::Ping(Default::default()))
+                .or_else(|e| self.soft(e))?;
+        }
+        Ok(())
+    }
+
+    /// Moves queued messages into tungstenite's write buffer.
+    fn write_queued(&mut self) -> Result<(), End> {
+        for _ in 0..WRITE_BATCH {
+            if self.our_close.is_some() || self.write_blocked {
+                return Ok(());
+            }
+            let Ok(item) = self.inbox.try_recv() else {
+                return Ok(());
+            };
+            match item {
+                Outgoing::Message(msg) => {
+                    self.shared.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+                    self.ws.write(msg).or_else(|e| self.soft(e))?;
+                }
+                Outgoing::Close(code, reason) => self.start_close(code, reason)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends our close frame and starts the close timer.
+    fn start_close(&mut self, code: u16, reason: String) -> Result<(), End> {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: clip_reason(&reason).to_string().into(),
+        };
+        self.our_close = Some((Instant::now(), code, reason));
+        self.ws.close(Some(frame)).or_else(|e| self.soft(e))
+    }
+
+    /// Writes tungstenite's buffer to the socket.
+    fn flush(&mut self) -> Result<(), End> {
+        self.ws.flush().or_else(|e| self.soft(e))
+    }
+
+    /// Treats `WouldBlock` as "wait for writable"; anything else ends.
+    fn soft(&mut self, err: WsError) -> Result<(), End> {
+        match err {
+            WsError::Io(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.write_blocked = true;
+                Ok(())
+            }
+            other => Err(self.ended(other)),
+        }
+    }
+
+    /// Reads and handles up to [`READ_BATCH`] messages.
+    fn read_some(&mut self) -> Result<(), End> {
+        for _ in 0..READ_BATCH {
+            let msg = match self.ws.read() {
+                Ok(msg) => msg,
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(());
+                }
+                Err(e) => return Err(self.ended(e)),
+            };
+            self.last_heard = Instant::now();
+            self.ping_sent = false;
+            match msg {
+                Message::Text(_) | Message::Binary(_) => {
+                    if self.our_close.is_some() {
+                        continue; // closing: late data is not passed on
+                    }
+                    if let Err((code, reason)) = self.handler.message(msg) {
+                        self.start_close(code, reason)?;
+                    }
+                }
+                Message::Close(frame) => self.peer_closed(frame),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes the peer's close frame (tungstenite queues the reply itself).
+    fn peer_closed(&mut self, frame: Option<CloseFrame>) {
+        if self.our_close.is_some() {
+            return; // this is the answer to our close
+        }
+        self.peer_close = Some(match frame {
+            Some(f) => CloseInfo {
+                code: f.code.into(),
+                reason: f.reason.to_string(),
+                by_peer: true,
+            },
+            None => CloseInfo {
+                code: 1005,
+                reason: String::new(),
+                by_peer: true,
+            },
+        });
+    }
+
+    /// Sleeps until the socket or the waker has news, or the next timer.
+    fn sleep(&mut self, started: Instant) -> Result<(), End> {
+        let more_to_write = !self.write_blocked && !self.inbox.is_empty();
+        if self.readable || (more_to_write && self.our_close.is_none()) {
+            return Ok(());
+        }
+        self.shared.asleep.store(true, Ordering::SeqCst);
+        // A message queued between the check above and the flag is caught
+        // here; one queued after the flag finds it set and wakes us.
+        if !self.write_blocked && !self.inbox.is_empty() && self.our_close.is_none() {
+            self.shared.asleep.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        let timeout = self
+            .next_timer()
+            .map(|t| t.saturating_duration_since(started));
+        let polled = self.poll.poll(&mut self.events, timeout);
+        self.shared.asleep.store(false, Ordering::SeqCst);
+        match polled {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(CloseInfo::abnormal(format!("epoll: {e}"))),
+        }
+        for event in self.events.iter() {
+            if event.token() == SOCKET {
+                self.readable |= event.is_readable() || event.is_read_closed();
+                self.readable |= event.is_error();
+                self.write_blocked &= !(event.is_writable() || event.is_write_closed());
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next timer fires, if any.
+    fn next_timer(&self) -> Option<Instant> {
+        if let Some((since, ..)) = &self.our_close {
+            return Some(*since + self.timing.close_timeout);
+        }
+        let interval = self.timing.ping_interval?;
+        Some(if self.ping_sent {
+            self.last_heard + interval + self.timing.idle_timeout
+        } else {
+            self.last_heard + interval
+        })
+    }
+
+    /// Turns tungstenite's verdict into how the session ended, sending the
+    /// RFC 6455 close code first when the peer broke the protocol.
+    fn ended(&mut self, err: WsError) -> CloseInfo {
+        match err {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => self.clean_end(),
+            WsError::Io(e) => self.dropped(e.to_string()),
+            WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+                self.dropped("connection dropped without a close frame".into())
+            }
+            WsError::Utf8(_) => self.fail_with(1007, "invalid UTF-8 in a text message"),
+            WsError::Capacity(e) => self.fail_with(1009, &e.to_string()),
+            WsError::Protocol(e) => self.fail_with(1002, &e.to_string()),
+            other => self.fail_with(1011, &other.to_string()),
+        }
+    }
+
+    /// The closing handshake finished: say who started it.
+    fn clean_end(&mut self) -> CloseInfo {
+        if let Some(info) = self.peer_close.take() {
+            return info;
+        }
+        match self.our_close.take() {
+            Some((_, code, reason)) => CloseInfo {
+                code,
+                reason,
+                by_peer: false,
+            },
+            None => CloseInfo::abnormal("connection closed"),
+        }
+    }
+
+    /// The connection broke: keep a close frame we already saw, if any.
+    fn dropped(&mut self, reason: String) -> CloseInfo {
+        if let Some(info) = self.peer_close.take() {
+            return info;
+        }
+        match self.our_close.take() {
+            Some((_, code, why)) => CloseInfo {
+                code,
+                reason: why,
+                by_peer: false,
+            },
+            None => CloseInfo::abnormal(reason),
+        }
+    }
+
+    /// Fails the connection: sends a close frame with `code`, gives it a
+    /// moment to leave, then ends.
+    fn fail_with(&mut self, code: u16, reason: &str) -> CloseInfo {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: clip_reason(reason).to_string().into(),
+        };
+        let _ = self.ws.close(Some(frame));
+        self.linger();
+        CloseInfo {
+            code,
+            reason: reason.to_string(),
+            by_peer: false,
+        }
+    }
+
+    /// Pushes out what is buffered, half-closes, and discards input until
+    /// the peer closes or the close timeout passes. Closing a socket with
+    /// unread input makes the kernel send RST, which can destroy the close
+    /// frame before the peer reads it; this avoids that.
+    fn linger(&mut self) {
+        let deadline = Instant::now() + self.timing.close_timeout;
+        let mut scratch = [0u8; 1024];
+        let mut flushed = false;
+        while Instant::now() < deadline {
+            if !flushed {
+                match self.ws.flush() {
+                    Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                    _ => {
+                        flushed = true;
+                        let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Write);
+                    }
+                }
+            }
+            if flushed {
+                match self.ws.get_mut().read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.poll.poll(&mut self.events, Some(left)).is_err() {
+                return;
+            }
+        }
+    }
+}
