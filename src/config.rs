@@ -269,3 +269,83 @@ setters!(ReconnectConfig {
     /// Sets [`ReconnectConfig::pending_limit`]. Defaults to 1000.
     pending_limit: usize,
 });
+
+/// Parses a byte size: `4096`, `64KiB`, `64k`, `1MiB`, `1M`, `2GiB`
+/// (binary multiples; case-insensitive).
+///
+/// # Errors
+/// [`Error::Config`] for anything else.
+pub fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(Error::Config(format!(
+                "bad size {s:?} (e.g. 4096, 64KiB, 1MiB)"
+            )))
+        }
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| Error::Config(format!("bad size {s:?} (e.g. 4096, 64KiB, 1MiB)")))
+}
+
+/// Parses a duration: `10` or `10s` (seconds), `1.5`, `500ms`, `2m`.
+///
+/// # Errors
+/// [`Error::Config`] for anything else.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let bad = || Error::Config(format!("bad duration {s:?} (e.g. 10, 10s, 500ms, 2m)"));
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value < 0.0 || value * scale > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0.25s").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-3").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        ServerConfig::default().validate().unwrap();
+        assert!(ServerConfig::default().send_queue(0).validate().is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! `wshub-server`: argument parsing, logging set-up, console and signals;
+//! everything else is the `wshub` library.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+
+use log::{info, LevelFilter};
+use simplelog::{format_description, CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
+use wshub::config::{parse_duration, parse_size};
+use wshub::console::run_console;
+use wshub::{Server, ServerConfig, ServerHandle};
+
+const USAGE: &str = "\
+usage: wshub-server [OPTIONS]
+
+A WebSocket hub: clients connect to ws://HOST:PORT/[ROOM/]NAME and chat.
+Every option can also come from the environment variable shown
+(command-line flags win).
+
+options:
+  --bind ADDR:PORT           listen address; port 0 picks a free port
+                             [default: 127.0.0.1:8000] (WSHUB_BIND)
+  --mode chat|echo           chat: route by name and room; echo: send back
+                             [default: chat] (WSHUB_MODE)
+  --max-message-size BYTES   larger messages close the client with 1009
+                             [default: 1MiB] (WSHUB_MAX_MESSAGE_SIZE)
+  --offline-queue N          messages kept per offline name [default: 100]
+                             (WSHUB_OFFLINE_QUEUE)
+  --offline-bytes BYTES      bytes kept for all offline names [default: 8MiB]
+                             (WSHUB_OFFLINE_BYTES)
+  --send-queue N             messages waiting for one slow client before it
+                             is closed with 1008 [default: 1024]
+                             (WSHUB_SEND_QUEUE)
+  --send-queue-bytes BYTES   the same bound in bytes [default: 4MiB]
+                             (WSHUB_SEND_QUEUE_BYTES)
+  --handshake-timeout SECS   time to send a complete request [default: 10]
+                             (WSHUB_HANDSHAKE_TIMEOUT)
+  --max-header-bytes BYTES   larger request heads get 431 [default: 16KiB]
+                             (WSHUB_MAX_HEADER_BYTES)
+  --ping-interval SECS       ping clients silent this long; 0 = never
+                             [default: 30] (WSHUB_PING_INTERVAL)
+  --idle-timeout SECS        drop a pinged client silent this much longer
+                             [default: 30] (WSHUB_IDLE_TIMEOUT)
+  --thread-stack BYTES       stack of each client thread [default: 128KiB]
+                             (WSHUB_THREAD_STACK)
+  --log-level LEVEL          error|warn|info|debug|trace [default: info]
+                             (WSHUB_LOG_LEVEL)
+  --log-file PATH            also append the log to PATH (WSHUB_LOG_FILE)
+  -h, --help                 print this help
+  -V, --version              print the version
+
+Durations take s, ms or m suffixes (10, 500ms); sizes take KiB, MiB.
+
+console (standard input; end of input does not stop the server):
+  TEXT                 send TEXT to every client (//TEXT sends /TEXT)
+  /list, /to NAME TEXT, /kick NAME [REASON], /stats, /quit, /help
+
+SIGINT and SIGTERM close every client with 1001 and exit 0.
+exit codes: 0 stopped normally, 1 runtime error (e.g. address in use),
+2 usage error.";
+
+/// Flags that take a value; each also reads `WSHUB_<FLAG>` from the
+/// environment.
+const VALUE_FLAGS: &[&str] = &[
+    "bind",
+    "mode",
+    "max-message-size",
+    "offline-queue",
+    "offline-bytes",
+    "send-queue",
+    "send-queue-bytes",
+    "handshake-timeout",
+    "max-header-bytes",
+    "ping-interval",
+    "idle-timeout",
+    "thread-stack",
+    "log-level",
+    "log-file",
+];
+
+struct Options {
+    bind: String,
+    cfg: ServerConfig,
+    log_level: LevelFilter,
+    log_file: Option<PathBuf>,
+}
+
+enum Parsed {
+    Run(Options),
+    Exit(&'static str),
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Exit(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("wshub-server: error: {msg}\nTry 'wshub-server --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    match run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("wshub-server: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(opts: Options) -> Result<(), String> {
+    init_logging(opts.log_level, opts.log_file.as_ref())?;
+    let server = Server::bind_with_config(&opts.bind, opts.cfg).map_err(|e| e.to_string())?;
+    let handle = server.handle();
+    start_signal_thread(handle.clone())?;
+    thread::Builder::new()
+        .name("wshub-console".into())
+        .spawn(move || {
+            run_console(io::stdin().lock(), io::stdout(), &handle);
+        })
+        .map_err(|e| format!("cannot start the console thread: {e}"))?;
+    server.wait();
+    info!("stopped");
+    Ok(())
+}
+
+fn parse_args() -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let mut opts = Options {
+        bind: "127.0.0.1:8000".into(),
+        cfg: ServerConfig::default(),
+        log_level: LevelFilter::Info,
+        log_file: None,
+    };
+    for flag in VALUE_FLAGS {
+        let var = format!("WSHUB_{}", flag.to_uppercase().replace('-', "_"));
+        if let Ok(value) = std::env::var(&var) {
+            set(&mut opts, flag, &value).map_err(|e| format!("{var}: {e}"))?;
+        }
+    }
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Exit(USAGE)),
+            Short('V') | Long("version") => {
+                return Ok(Parsed::Exit(concat!(
+                    "wshub-server ",
+                    env!("CARGO_PKG_VERSION")
+                )))
+            }
+            Long(flag) if VALUE_FLAGS.contains(&flag) => {
+                let flag = flag.to_string();
+                let value = parser.value().map_err(|e| e.to_string())?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| format!("--{flag}: value is not valid UTF-8"))?;
+                set(&mut opts, &flag, &value).map_err(|e| format!("--{flag}: {e}"))?;
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    opts.cfg.validate().map_err(|e| e.to_string())?;
+    Ok(Parsed::Run(opts))
+}
+
+/// Applies one flag's value (from the command line or the environment).
+fn set(opts: &mut Options, flag: &str, value: &str) -> Result<(), String> {
+    let count = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("not a count: {v:?}"))
+    };
+    let size = |v: &str| parse_size(v).map_err(|e| e.to_string());
+    let secs = |v: &str| parse_duration(v).map_err(|e| e.to_string());
+    let cfg = &mut opts.cfg;
+    match flag {
+        "bind" => opts.bind = value.to_string(),
+        "mode" => cfg.mode = value.parse().map_err(|e: wshub::Error| e.to_string())?,
+        "max-message-size" => cfg.max_message_size = size(value)?,
+        "offline-queue" => cfg.offline_queue = count(value)?,
+        "offline-bytes" => cfg.offline_bytes = size(value)?,
+        "send-queue" => cfg.send_queue = count(value)?,
+        "send-queue-bytes" => cfg.send_queue_bytes = size(value)?,
+        "handshake-timeout" => cfg.handshake_timeout = secs(value)?,
+        "max-header-bytes" => cfg.max_header_bytes = size(value)?,
+        "ping-interval" => cfg.ping_interval = Some(secs(value)?).filter(|d| !d.is_zero()),
+        "idle-timeout" => cfg.idle_timeout = secs(value)?,
+        "thread-stack" => cfg.thread_stack = size(value)?,
+        "log-level" => {
+            opts.log_level = match value {
+                "error" => LevelFilter::Error,
+                "warn" => LevelFilter::Warn,
+                "info" => LevelFilter::Info,
+                "debug" => LevelFilter::Debug,
+                "trace" => LevelFilter::Trace,
+                _ => {
+                    return Err(format!(
+                        "unknown level {value:?} (error|warn|info|debug|trace)"
+                    ))
+                }
+            }
+        }
+        "log-file" => opts.log_file = Some(PathBuf::from(value)),
+        _ => unreachable!("every flag in VALUE_FLAGS is handled"),
+    }
+    Ok(())
+}
+
+/// Logs to stderr and, with `--log-file`, to that file too, with
+/// millisecond UTC timestamps.
+fn init_logging(level: LevelFilter, file: Option<&PathBuf>) -> Result<(), String> {
+    let config = ConfigBuilder::new()
+        .set_time_format_custom(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .build();
+    let mut loggers: Vec<Box<dyn SharedLogger>> =
+        vec![WriteLogger::new(level, config.clone(), io::stderr())];
+    if let Some(path) = file {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        loggers.push(WriteLogger::new(level, config, f));
+    }
+    CombinedLogger::init(loggers).map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
+fn start_signal_thread(handle: ServerHandle) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    thread::Builder::new()
+        .name("wshub-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(130);
+                }
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                info!("{name} received: shutting down");
+                handle.shutdown();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Helpers shared by the integration tests: servers on port 0, clients,
+//! spawned binaries with their output captured, and bounded waits.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use wshub::{Client, Message, Server, ServerConfig};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a server on 127.0.0.1:0 with `cfg`.
+pub fn server(cfg: ServerConfig) -> Server {
+    Server::bind_with_config("127.0.0.1:0", cfg).expect("bind a test server")
+}
+
+/// `ws://ADDR/PATH` (`path` without the leading slash).
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("ws://{addr}/{path}")
+}
+
+/// Connects a client at `path` and waits until the hub lists it.
+pub fn join(server: &Server, path: &str) -> Client {
+    let before = server.stats().connections_total;
+    let client = Client::connect(&url(server.local_addr(), path)).expect("connect");
+    wait_for(
+        || server.stats().connections_total > before,
+        "the hub to see the join",
+    );
+    client
+}
+
+/// Polls `cond` until it holds, failing the test after [`WAIT`].
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The next message's text, failing the test after [`WAIT`].
+pub fn recv_text(client: &Client) -> String {
+    match client.recv_timeout(WAIT) {
+        Ok(Message::Text(t)) => t.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Asserts that nothing arrives within `quiet`.
+pub fn assert_silent(client: &Client, quiet: Duration) {
+    if let Ok(msg) = client.recv_timeout(quiet) {
+        panic!("expected nothing, got {msg:?}");
+    }
+}
+
+/// A spawned binary with its stdout and stderr lines collected.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+/// Lines read from a pipe by a background thread.
+#[derive(Clone)]
+pub struct Lines {
+    rx: Receiver<String>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(pipe: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push(line.clone());
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, seen }
+    }
+
+    /// Waits for a line containing `needle`, returning it; fails after
+    /// [`WAIT`] with everything seen so far.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.rx.recv_deadline(deadline) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line with {needle:?}; saw:\n{}", self.all().join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "stream ended without {needle:?}; saw:\n{}",
+                        self.all().join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// The next line, or `None` after `timeout` or at the end.
+    pub fn next(&self, timeout: Duration) -> Option<String> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Every line seen so far.
+    pub fn all(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Proc {
+    /// Spawns `bin` with `args`, stdin piped.
+    pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = Lines::spawn(child.stdout.take().unwrap());
+        let stderr = Lines::spawn(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Writes one line to the process's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("write to child stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the process's stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for the exit code, failing after [`WAIT`].
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "process did not exit in time");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `wshub-server` on a free port; returns it and its address.
+pub fn server_bin(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["--bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(env!("CARGO_BIN_EXE_wshub-server"), &args);
+    let line = proc.stderr.wait_for("listening on ws");
+    let addr = line
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (proc, addr)
+}
+
+/// Starts `wshub-client` with `args`.
+pub fn client_bin(args: &[&str]) -> Proc {
+    Proc::spawn(env!("CARGO_BIN_EXE_wshub-client"), args)
+}
+
+/// A raw TCP connection that has completed a WebSocket handshake at
+/// `path`, for sending hand-made frames.
+pub fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        tcp,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_http_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 101"), "handshake failed: {head}");
+    tcp
+}
+
+/// Reads bytes up to the end of an HTTP head.
+pub fn read_http_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A masked client frame: `fin`, `opcode`, payload (mask key 0x01020304).
+pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len < 65536 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [1u8, 2, 3, 4];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads one (unmasked, server) frame: (opcode, payload).
+pub fn read_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut hdr = [0u8; 2];
+    tcp.read_exact(&mut hdr).ok()?;
+    let mut len = u64::from(hdr[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        tcp.read_exact(&mut b).ok()?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        tcp.read_exact(&mut b).ok()?;
+        len = u64::from_be_bytes(b);
+    }
+    let mut payload = vec![0u8; len as usize];
+    tcp.read_exact(&mut payload).ok()?;
+    Some((hdr[0] & 0x0f, payload))
+}
+
+/// Reads frames until a close frame; returns its code (None if the
+/// connection ended without one).
+pub fn read_close_code(tcp: &mut TcpStream) -> Option<u16> {
+    loop {
+        let (op, payload) = read_frame(tcp)?;
+        if op == 8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+}
