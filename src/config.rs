@@ -69,6 +69,10 @@ pub struct ServerConfig {
     pub read_buffer_size: usize,
     /// Stack size of each session thread. Defaults to 128 KiB.
     pub thread_stack: usize,
+    /// Serve the browser page at `/`. Defaults to `true`.
+    pub web: bool,
+    /// Serve `/api/clients` and `/api/stats`. Defaults to `true`.
+    pub api: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,8 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(1),
             read_buffer_size: 4 << 10,
             thread_stack: 128 << 10,
+            web: true,
+            api: true,
         }
     }
 }
@@ -133,6 +139,10 @@ setters!(ServerConfig {
     read_buffer_size: usize,
     /// Sets [`ServerConfig::thread_stack`]. Defaults to 128 KiB.
     thread_stack: usize,
+    /// Sets [`ServerConfig::web`]. Defaults to `true`.
+    web: bool,
+    /// Sets [`ServerConfig::api`]. Defaults to `true`.
+    api: bool,
 });
 
 impl ServerConfig {

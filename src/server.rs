@@ -80,6 +80,8 @@ struct Stop {
 struct Context {
     cfg: ServerConfig,
     hub: Sender<Event>,
+    // For plain HTTP answers that ask the hub (the API endpoints).
+    handle: ServerHandle,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
 }
@@ -130,11 +132,17 @@ impl Server {
             let cfg = cfg.clone();
             move || run_hub(cfg, hub_rx)
         })?;
-        let active = Arc::new(AtomicUsize::new(0));
+        let handle = ServerHandle {
+            local_addr,
+            hub: hub_tx.clone(),
+            stop: stop.clone(),
+            active: Arc::new(AtomicUsize::new(0)),
+        };
         let ctx = Arc::new(Context {
             cfg,
-            hub: hub_tx.clone(),
-            active: active.clone(),
+            hub: hub_tx,
+            handle: handle.clone(),
+            active: handle.active.clone(),
             next_id: AtomicU64::new(1),
         });
         let acceptor = spawn("wshub-acceptor", {
@@ -143,12 +151,7 @@ impl Server {
         })?;
         info!("listening on ws://{local_addr}");
         Ok(Server {
-            handle: ServerHandle {
-                local_addr,
-                hub: hub_tx,
-                stop,
-                active,
-            },
+            handle,
             acceptor: Some(acceptor),
             hub: Some(hub),
         })
@@ -357,7 +360,7 @@ fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
     };
     match handshake::check(&req) {
         Verdict::Plain => {
-            let resp = web::answer(&req);
+            let resp = web::answer(&req, &ctx.cfg, &ctx.handle);
             debug!("{peer} {} {} -> {}", req.method, req.target, resp.status);
             answer_and_close(&mut stream, &resp, req.method == "HEAD");
         }

@@ -1,10 +1,12 @@
 //! Plain HTTP answers on the WebSocket port, for requests that are not an
 //! upgrade. Called on the connection's own thread; touches no shared state.
 
+use crate::config::ServerConfig;
 use crate::http::{Request, Response};
+use crate::server::ServerHandle;
 
 /// The answer to a plain (non-upgrade) HTTP request.
-pub fn answer(req: &Request) -> Response {
+pub fn answer(req: &Request, _cfg: &ServerConfig, _server: &ServerHandle) -> Response {
     match req.method.as_str() {
         "GET" | "HEAD" => Response::text(
             426,

@@ -49,6 +49,10 @@ options:
   --log-level LEVEL          error|warn|info|debug|trace [default: info]
                              (WSHUB_LOG_LEVEL)
   --log-file PATH            also append the log to PATH (WSHUB_LOG_FILE)
+  --no-web                   do not serve the browser page at /
+                             (WSHUB_NO_WEB=1)
+  --no-api                   do not serve /api/clients and /api/stats
+                             (WSHUB_NO_API=1)
   -h, --help                 print this help
   -V, --version              print the version
 
@@ -80,6 +84,9 @@ const VALUE_FLAGS: &[&str] = &[
     "log-level",
     "log-file",
 ];
+
+/// Flags without a value; `WSHUB_<FLAG>=1` (or true/yes) sets them too.
+const SWITCHES: &[&str] = &["no-web", "no-api"];
 
 struct Options {
     bind: String,
@@ -139,9 +146,19 @@ fn parse_args() -> Result<Parsed, String> {
         log_file: None,
     };
     for flag in VALUE_FLAGS {
-        let var = format!("WSHUB_{}", flag.to_uppercase().replace('-', "_"));
+        let var = env_name(flag);
         if let Ok(value) = std::env::var(&var) {
             set(&mut opts, flag, &value).map_err(|e| format!("{var}: {e}"))?;
+        }
+    }
+    for flag in SWITCHES {
+        let var = env_name(flag);
+        if let Ok(value) = std::env::var(&var) {
+            match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => switch(&mut opts, flag),
+                "0" | "false" | "no" | "" => {}
+                _ => return Err(format!("{var}: expected 1 or 0, got {value:?}")),
+            }
         }
     }
     let mut parser = lexopt::Parser::from_env();
@@ -162,11 +179,29 @@ fn parse_args() -> Result<Parsed, String> {
                     .map_err(|_| format!("--{flag}: value is not valid UTF-8"))?;
                 set(&mut opts, &flag, &value).map_err(|e| format!("--{flag}: {e}"))?;
             }
+            Long(flag) if SWITCHES.contains(&flag) => {
+                let flag = flag.to_string();
+                switch(&mut opts, &flag);
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
     opts.cfg.validate().map_err(|e| e.to_string())?;
     Ok(Parsed::Run(opts))
+}
+
+/// `--max-message-size` reads `WSHUB_MAX_MESSAGE_SIZE`.
+fn env_name(flag: &str) -> String {
+    format!("WSHUB_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+/// Applies one flag without a value.
+fn switch(opts: &mut Options, flag: &str) {
+    match flag {
+        "no-web" => opts.cfg.web = false,
+        "no-api" => opts.cfg.api = false,
+        _ => unreachable!("every flag in SWITCHES is handled"),
+    }
 }
 
 /// Applies one flag's value (from the command line or the environment).
