@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub read_buffer_size: usize,
     /// Stack size of each session thread. Defaults to 128 KiB.
     pub thread_stack: usize,
+    /// Shared secret clients must present (`Authorization: Bearer …` or
+    /// `?token=…`); `None` lets anyone in. Defaults to none.
+    pub token: Option<String>,
     /// Serve the browser page at `/`. Defaults to `true`.
     pub web: bool,
     /// Serve `/api/clients` and `/api/stats`. Defaults to `true`.
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(1),
             read_buffer_size: 4 << 10,
             thread_stack: 128 << 10,
+            token: None,
             web: true,
             api: true,
         }
@@ -139,6 +143,8 @@ setters!(ServerConfig {
     read_buffer_size: usize,
     /// Sets [`ServerConfig::thread_stack`]. Defaults to 128 KiB.
     thread_stack: usize,
+    /// Sets [`ServerConfig::token`]. Defaults to none.
+    token: Option<String>,
     /// Sets [`ServerConfig::web`]. Defaults to `true`.
     web: bool,
     /// Sets [`ServerConfig::api`]. Defaults to `true`.
