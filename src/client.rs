@@ -96,7 +96,7 @@ impl Client {
         let peer = tcp
             .peer_addr()
             .map_err(|e| Error::io("reading the peer address", e))?;
-        let stream = wrap_stream(tcp, &host, secure)?;
+        let stream = wrap_stream(tcp, &host, secure, &cfg, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now());
         stream
             .set_timeouts(Some(left.max(Duration::from_millis(1))))
@@ -285,6 +285,9 @@ fn build_request(url: &str, cfg: &ClientConfig) -> Result<tungstenite::handshake
         headers.append(name, value);
         Ok(())
     };
+    if let Some(token) = &cfg.token {
+        add("Authorization", &format!("Bearer {token}"))?;
+    }
     if let Some(origin) = &cfg.origin {
         add("Origin", origin)?;
     }
@@ -353,14 +356,30 @@ fn connect_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream> {
 }
 
 /// Puts TLS around the socket for `wss://`.
-fn wrap_stream(tcp: TcpStream, host: &str, secure: bool) -> Result<Stream> {
+fn wrap_stream(
+    tcp: TcpStream,
+    host: &str,
+    secure: bool,
+    cfg: &ClientConfig,
+    deadline: Instant,
+) -> Result<Stream> {
     if !secure {
         return Ok(Stream::Plain(tcp));
     }
-    let _ = host;
-    Err(Error::Tls(
-        "wss:// is not supported yet by this client".into(),
-    ))
+    #[cfg(feature = "tls")]
+    {
+        if cfg.insecure {
+            log::warn!("--insecure: not verifying the certificate of {host}");
+        }
+        crate::tls::connect(tcp, host, &cfg.ca_pem, cfg.insecure, deadline)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (tcp, host, cfg, deadline);
+        Err(Error::Tls(
+            "this build has no TLS support (feature `tls`)".into(),
+        ))
+    }
 }
 
 /// Turns a failed handshake into one clear error.
@@ -379,6 +398,11 @@ fn handshake_error<R: tungstenite::handshake::HandshakeRole>(
                 .body()
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .map(|b| match b.split_once(": ") {
+                    // wshub's own error bodies repeat the status line first.
+                    Some((head, rest)) if head.starts_with(status.as_str()) => rest.to_string(),
+                    _ => b,
+                })
                 .filter(|b| !b.is_empty());
             Error::Handshake(match body {
                 Some(body) => format!("server answered {status}: {body}"),

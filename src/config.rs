@@ -69,6 +69,25 @@ pub struct ServerConfig {
     pub read_buffer_size: usize,
     /// Stack size of each session thread. Defaults to 128 KiB.
     pub thread_stack: usize,
+    /// Most connections at once (handshaking or online); more get HTTP 503.
+    /// Defaults to 1000.
+    pub max_clients: usize,
+    /// Most connections at once from one IP address; 0 means no limit.
+    /// Defaults to 0.
+    pub max_clients_per_ip: usize,
+    /// Messages per second one client may send, with bursts of up to two
+    /// seconds' worth; a client over it is closed with 1008. `None` means
+    /// no limit. Defaults to none.
+    pub rate_limit: Option<f64>,
+    /// Browser origins allowed to connect; when not empty, a handshake
+    /// whose `Origin` is present and not listed gets 403. Defaults to none.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in order of preference. When not
+    /// empty, a client offering only others gets 400. Defaults to none.
+    pub protocols: Vec<String>,
+    /// TLS identity; with one, the server speaks `wss://`. Defaults to none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerTls>,
     /// Shared secret clients must present (`Authorization: Bearer …` or
     /// `?token=…`); `None` lets anyone in. Defaults to none.
     pub token: Option<String>,
@@ -94,6 +113,13 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(1),
             read_buffer_size: 4 << 10,
             thread_stack: 128 << 10,
+            max_clients: 1000,
+            max_clients_per_ip: 0,
+            rate_limit: None,
+            allowed_origins: Vec::new(),
+            protocols: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
             token: None,
             web: true,
             api: true,
@@ -143,6 +169,19 @@ setters!(ServerConfig {
     read_buffer_size: usize,
     /// Sets [`ServerConfig::thread_stack`]. Defaults to 128 KiB.
     thread_stack: usize,
+    /// Sets [`ServerConfig::max_clients`]. Defaults to 1000.
+    max_clients: usize,
+    /// Sets [`ServerConfig::max_clients_per_ip`]. Defaults to 0 (no limit).
+    max_clients_per_ip: usize,
+    /// Sets [`ServerConfig::rate_limit`]. Defaults to none.
+    rate_limit: Option<f64>,
+    /// Sets [`ServerConfig::allowed_origins`]. Defaults to none.
+    allowed_origins: Vec<String>,
+    /// Sets [`ServerConfig::protocols`]. Defaults to none.
+    protocols: Vec<String>,
+    /// Sets [`ServerConfig::tls`]. Defaults to none.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
     /// Sets [`ServerConfig::token`]. Defaults to none.
     token: Option<String>,
     /// Sets [`ServerConfig::web`]. Defaults to `true`.
@@ -176,6 +215,15 @@ impl ServerConfig {
         if self.max_header_bytes < 512 {
             return bad("max header bytes must be at least 512");
         }
+        if self.max_clients == 0 {
+            return bad("max clients must be at least 1");
+        }
+        if self.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return bad("rate limit must be a positive number of messages per second");
+        }
+        if self.token.as_deref() == Some("") {
+            return bad("token must not be empty");
+        }
         Ok(())
     }
 }
@@ -207,6 +255,14 @@ pub struct ClientConfig {
     /// Received messages buffered for the application before the client
     /// stops reading from the socket. Defaults to 1024.
     pub recv_queue: usize,
+    /// Sent as `Authorization: Bearer TOKEN`. Defaults to none.
+    pub token: Option<String>,
+    /// Extra CA certificates (PEM) trusted for `wss://`, besides the
+    /// system's. Defaults to none.
+    pub ca_pem: Vec<Vec<u8>>,
+    /// Skip certificate and host name checks for `wss://` (testing only).
+    /// Defaults to `false`.
+    pub insecure: bool,
 }
 
 impl Default for ClientConfig {
@@ -221,6 +277,9 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(1),
             recv_queue: 1024,
+            token: None,
+            ca_pem: Vec::new(),
+            insecure: false,
         }
     }
 }
@@ -244,6 +303,12 @@ setters!(ClientConfig {
     close_timeout: Duration,
     /// Sets [`ClientConfig::recv_queue`]. Defaults to 1024.
     recv_queue: usize,
+    /// Sets [`ClientConfig::token`]. Defaults to none.
+    token: Option<String>,
+    /// Sets [`ClientConfig::ca_pem`]. Defaults to none.
+    ca_pem: Vec<Vec<u8>>,
+    /// Sets [`ClientConfig::insecure`]. Defaults to `false`.
+    insecure: bool,
 });
 
 /// Settings of a [`ReconnectingClient`](crate::ReconnectingClient).

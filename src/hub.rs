@@ -53,6 +53,8 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// When the handshake completed.
     pub since: SystemTime,
+    /// The subprotocol agreed in the handshake, if any.
+    pub protocol: Option<String>,
 }
 
 /// What other threads tell the hub.
@@ -66,6 +68,8 @@ pub(crate) enum Event {
     Leave(u64, CloseInfo),
     /// A handshake was refused, for this reason.
     Rejected(&'static str),
+    /// A session dropped a message it received, for this reason.
+    Dropped(&'static str),
     /// A request from the console or a library caller.
     Command(Command),
 }
@@ -162,6 +166,7 @@ impl Hub {
             Event::Message(id, msg) => self.message(id, msg),
             Event::Leave(id, close) => self.leave(id, close),
             Event::Rejected(reason) => self.stats.reject(reason),
+            Event::Dropped(reason) => self.stats.drop(reason, 1),
             Event::Command(cmd) => self.command(cmd),
         }
     }

@@ -91,6 +91,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod close;
 pub mod config;
@@ -106,6 +107,8 @@ pub mod server;
 mod session;
 pub mod stats;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod web;
 
 pub use client::{Client, RecvTimeoutError};

@@ -38,6 +38,10 @@ options:
   --on-connect TEXT      send TEXT after every connect (repeatable)
   --ping-interval SECS   ping a silent server; drop it if it stays silent
                          30 s more (then --reconnect applies)
+  --token SECRET         send 'Authorization: Bearer SECRET' (or set
+                         WSHUB_TOKEN)
+  --ca-file PEM          also trust this CA for wss:// (repeatable)
+  --insecure             do not verify the wss:// certificate (says so)
   -q, --quiet            no status lines on stderr (errors still print)
   -h, --help             print this help
   -V, --version          print the version
@@ -146,6 +150,14 @@ fn parse_args() -> Result<Option<Options>, String> {
                 let d = duration(&mut parser, "ping-interval")?;
                 opts.cfg.ping_interval = Some(d).filter(|d| !d.is_zero());
             }
+            Long("token") => opts.cfg.token = Some(string(&mut parser)?),
+            Long("ca-file") => {
+                let path = string(&mut parser)?;
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("--ca-file: cannot read {path}: {e}"))?;
+                opts.cfg.ca_pem.push(pem);
+            }
+            Long("insecure") => opts.cfg.insecure = true,
             Short('q') | Long("quiet") => opts.quiet = true,
             Value(v) if url.is_none() => {
                 url = Some(v.into_string().map_err(|_| "URL is not valid UTF-8")?)
@@ -154,6 +166,9 @@ fn parse_args() -> Result<Option<Options>, String> {
         }
     }
     opts.url = url.ok_or("missing URL (e.g. ws://127.0.0.1:8000/alice)")?;
+    if opts.cfg.token.is_none() {
+        opts.cfg.token = std::env::var("WSHUB_TOKEN").ok().filter(|t| !t.is_empty());
+    }
     if !opts.url.starts_with("ws://") && !opts.url.starts_with("wss://") {
         return Err(format!(
             "URL must start with ws:// or wss://, got {:?}",
@@ -186,6 +201,9 @@ fn duration(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, String>
 
 /// Runs the client; returns the exit code.
 fn run(opts: Options) -> u8 {
+    if opts.cfg.insecure && opts.url.starts_with("wss://") {
+        eprintln!("wshub-client: warning: --insecure: the server's certificate is not verified");
+    }
     let client = match ReconnectingClient::start(&opts.url, opts.cfg.clone(), opts.rcfg.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => {

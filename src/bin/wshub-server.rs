@@ -46,6 +46,32 @@ options:
                              [default: 30] (WSHUB_IDLE_TIMEOUT)
   --thread-stack BYTES       stack of each client thread [default: 128KiB]
                              (WSHUB_THREAD_STACK)
+  --max-clients N            connections at once; more get HTTP 503
+                             [default: 1000] (WSHUB_MAX_CLIENTS)
+  --max-clients-per-ip N     connections at once from one IP address;
+                             0 = no limit [default: 0]
+                             (WSHUB_MAX_CLIENTS_PER_IP)
+  --rate-limit MSGS_PER_SEC  close a client sending faster with 1008;
+                             bursts of 2 seconds' worth are allowed
+                             [default: no limit] (WSHUB_RATE_LIMIT)
+
+security:
+  --token SECRET             clients must send 'Authorization: Bearer
+                             SECRET' or ?token=SECRET, else 401; prefer the
+                             environment so it stays out of ps (WSHUB_TOKEN)
+  --allow-origin ORIGIN      browsers may connect only from these origins
+                             (repeatable; others get 403; clients without
+                             Origin are allowed) (WSHUB_ALLOW_ORIGIN, comma-
+                             separated)
+  --protocol NAME            subprotocols spoken, in order of preference
+                             (repeatable; a client offering only others gets
+                             400) (WSHUB_PROTOCOL, comma-separated)
+  --tls-cert PEM             serve wss:// with this certificate chain ...
+  --tls-key PEM              ... and its PKCS#8 key (WSHUB_TLS_CERT,
+                             WSHUB_TLS_KEY)
+  --tls-pkcs12 FILE          or with this PKCS#12 bundle ...
+  --tls-password PASS        ... and its password (WSHUB_TLS_PKCS12,
+                             WSHUB_TLS_PASSWORD)
   --log-level LEVEL          error|warn|info|debug|trace [default: info]
                              (WSHUB_LOG_LEVEL)
   --log-file PATH            also append the log to PATH (WSHUB_LOG_FILE)
@@ -83,7 +109,21 @@ const VALUE_FLAGS: &[&str] = &[
     "thread-stack",
     "log-level",
     "log-file",
+    "max-clients",
+    "max-clients-per-ip",
+    "rate-limit",
+    "token",
+    "allow-origin",
+    "protocol",
+    "tls-cert",
+    "tls-key",
+    "tls-pkcs12",
+    "tls-password",
 ];
+
+/// Flags that may be given several times; their environment variables
+/// hold comma-separated lists.
+const LISTS: &[&str] = &["allow-origin", "protocol"];
 
 /// Flags without a value; `WSHUB_<FLAG>=1` (or true/yes) sets them too.
 const SWITCHES: &[&str] = &["no-web", "no-api"];
@@ -93,10 +133,20 @@ struct Options {
     cfg: ServerConfig,
     log_level: LevelFilter,
     log_file: Option<PathBuf>,
+    tls: TlsFiles,
+}
+
+/// TLS file names, loaded once all flags are known.
+#[derive(Default)]
+struct TlsFiles {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    pkcs12: Option<PathBuf>,
+    password: Option<String>,
 }
 
 enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Exit(&'static str),
 }
 
@@ -112,7 +162,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(opts) {
+    match run(*opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("wshub-server: error: {msg}");
@@ -144,11 +194,23 @@ fn parse_args() -> Result<Parsed, String> {
         cfg: ServerConfig::default(),
         log_level: LevelFilter::Info,
         log_file: None,
+        tls: TlsFiles::default(),
     };
     for flag in VALUE_FLAGS {
         let var = env_name(flag);
         if let Ok(value) = std::env::var(&var) {
-            set(&mut opts, flag, &value).map_err(|e| format!("{var}: {e}"))?;
+            let items: Vec<&str> = if LISTS.contains(flag) {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            } else {
+                vec![value.as_str()]
+            };
+            for item in items {
+                set(&mut opts, flag, item).map_err(|e| format!("{var}: {e}"))?;
+            }
         }
     }
     for flag in SWITCHES {
@@ -186,8 +248,9 @@ fn parse_args() -> Result<Parsed, String> {
             other => return Err(other.unexpected().to_string()),
         }
     }
+    load_tls(&mut opts)?;
     opts.cfg.validate().map_err(|e| e.to_string())?;
-    Ok(Parsed::Run(opts))
+    Ok(Parsed::Run(Box::new(opts)))
 }
 
 /// `--max-message-size` reads `WSHUB_MAX_MESSAGE_SIZE`.
@@ -242,9 +305,54 @@ fn set(opts: &mut Options, flag: &str, value: &str) -> Result<(), String> {
             }
         }
         "log-file" => opts.log_file = Some(PathBuf::from(value)),
+        "max-clients" => cfg.max_clients = count(value)?,
+        "max-clients-per-ip" => cfg.max_clients_per_ip = count(value)?,
+        "rate-limit" => {
+            let rate: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("not a number: {value:?}"))?;
+            cfg.rate_limit = Some(rate);
+        }
+        "token" => cfg.token = Some(value.to_string()),
+        "allow-origin" => cfg.allowed_origins.push(value.trim().to_string()),
+        "protocol" => cfg.protocols.push(value.trim().to_string()),
+        "tls-cert" => opts.tls.cert = Some(PathBuf::from(value)),
+        "tls-key" => opts.tls.key = Some(PathBuf::from(value)),
+        "tls-pkcs12" => opts.tls.pkcs12 = Some(PathBuf::from(value)),
+        "tls-password" => opts.tls.password = Some(value.to_string()),
         _ => unreachable!("every flag in VALUE_FLAGS is handled"),
     }
     Ok(())
+}
+
+/// Loads the TLS identity named by the flags, before anything binds.
+fn load_tls(opts: &mut Options) -> Result<(), String> {
+    let t = &opts.tls;
+    let wanted = t.cert.is_some() || t.key.is_some() || t.pkcs12.is_some();
+    if !wanted {
+        return Ok(());
+    }
+    #[cfg(feature = "tls")]
+    {
+        use wshub::tls::ServerTls;
+        let loaded =
+            match (&t.cert, &t.key, &t.pkcs12) {
+                (Some(cert), Some(key), None) => ServerTls::from_pem_files(cert, key),
+                (None, None, Some(p12)) => {
+                    ServerTls::from_pkcs12_file(p12, t.password.as_deref().unwrap_or(""))
+                }
+                (None, None, None) => unreachable!(),
+                _ => return Err(
+                    "give either --tls-cert with --tls-key, or --tls-pkcs12 (with --tls-password)"
+                        .into(),
+                ),
+            };
+        opts.cfg.tls = Some(loaded.map_err(|e| e.to_string())?);
+        Ok(())
+    }
+    #[cfg(not(feature = "tls"))]
+    Err("this build has no TLS support (rebuild with the `tls` feature)".into())
 }
 
 /// Logs to stderr and, with `--log-file`, to that file too, with
