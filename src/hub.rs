@@ -246,10 +246,7 @@ impl Hub {
         };
         match receiver {
             Some(name) => self.direct(&name, msg),
-            None => {
-                let room = sender.info.room.clone();
-                self.broadcast_room(&room, Some(from), &msg);
-            }
+            None => self.broadcast_from(from, &msg),
         }
     }
 
@@ -297,14 +294,24 @@ impl Hub {
             .count()
     }
 
-    /// Sends to every client in `room` but `except`.
-    fn broadcast_room(&mut self, room: &str, except: Option<u64>, msg: &Message) {
-        let Some(ids) = self.by_room.get(room) else {
+    /// Sends to every other client in the sender's room.
+    fn broadcast_from(&mut self, from: u64, msg: &Message) {
+        let Some(sender) = self.clients.get(&from) else {
             return;
         };
-        for id in ids.clone() {
-            if Some(id) != except {
+        // Borrow the member list out of the index while delivering (no copy
+        // per message); delivering never changes room membership.
+        let Some(ids) = self.by_room.get_mut(&sender.info.room).map(std::mem::take) else {
+            return;
+        };
+        for &id in &ids {
+            if id != from {
                 self.deliver(id, msg.clone());
+            }
+        }
+        if let Some(sender) = self.clients.get(&from) {
+            if let Some(slot) = self.by_room.get_mut(&sender.info.room) {
+                *slot = ids;
             }
         }
     }
