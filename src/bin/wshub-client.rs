@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Ok(Some(opts)) => opts,
         Ok(None) => return ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("wshub-client: error: {msg}\nTry 'wshub-client --help'.");
+            eprintln!("wshub-client: error: {msg} (see --help)");
             return ExitCode::from(2);
         }
     };

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(msg) => {
-            eprintln!("wshub-server: error: {msg}\nTry 'wshub-server --help'.");
+            eprintln!("wshub-server: error: {msg} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -196,33 +196,9 @@ fn parse_args() -> Result<Parsed, String> {
         log_file: None,
         tls: TlsFiles::default(),
     };
-    for flag in VALUE_FLAGS {
-        let var = env_name(flag);
-        if let Ok(value) = std::env::var(&var) {
-            let items: Vec<&str> = if LISTS.contains(flag) {
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .collect()
-            } else {
-                vec![value.as_str()]
-            };
-            for item in items {
-                set(&mut opts, flag, item).map_err(|e| format!("{var}: {e}"))?;
-            }
-        }
-    }
-    for flag in SWITCHES {
-        let var = env_name(flag);
-        if let Ok(value) = std::env::var(&var) {
-            match value.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => switch(&mut opts, flag),
-                "0" | "false" | "no" | "" => {}
-                _ => return Err(format!("{var}: expected 1 or 0, got {value:?}")),
-            }
-        }
-    }
+    // Command-line values first, so an environment variable is read only
+    // for flags the command line does not give (flags win).
+    let mut given: Vec<(String, String)> = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -239,13 +215,46 @@ fn parse_args() -> Result<Parsed, String> {
                 let value = value
                     .into_string()
                     .map_err(|_| format!("--{flag}: value is not valid UTF-8"))?;
-                set(&mut opts, &flag, &value).map_err(|e| format!("--{flag}: {e}"))?;
+                given.push((flag, value));
             }
-            Long(flag) if SWITCHES.contains(&flag) => {
-                let flag = flag.to_string();
-                switch(&mut opts, &flag);
-            }
+            Long(flag) if SWITCHES.contains(&flag) => given.push((flag.to_string(), String::new())),
             other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let on_command_line = |flag: &str| given.iter().any(|(f, _)| f == flag);
+    for flag in VALUE_FLAGS.iter().filter(|f| !on_command_line(f)) {
+        let var = env_name(flag);
+        let Ok(value) = std::env::var(&var) else {
+            continue;
+        };
+        let items: Vec<&str> = if LISTS.contains(flag) {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect()
+        } else {
+            vec![value.as_str()]
+        };
+        for item in items {
+            set(&mut opts, flag, item).map_err(|e| format!("{var}: {e}"))?;
+        }
+    }
+    for flag in SWITCHES.iter().filter(|f| !on_command_line(f)) {
+        let var = env_name(flag);
+        if let Ok(value) = std::env::var(&var) {
+            match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => switch(&mut opts, flag),
+                "0" | "false" | "no" | "" => {}
+                _ => return Err(format!("{var}: expected 1 or 0, got {value:?}")),
+            }
+        }
+    }
+    for (flag, value) in &given {
+        if SWITCHES.contains(&flag.as_str()) {
+            switch(&mut opts, flag);
+        } else {
+            set(&mut opts, flag, value).map_err(|e| format!("--{flag}: {e}"))?;
         }
     }
     load_tls(&mut opts)?;

@@ -280,3 +280,143 @@ pub fn read_close_code(tcp: &mut TcpStream) -> Option<u16> {
         }
     }
 }
+
+/// Proves that none of `clients` has anything unread: the server
+/// broadcasts a fresh marker to everyone, and it must be the next message
+/// each of `clients` reads. Call it only after the hub has routed whatever
+/// must not arrive (for example once another receiver got it); every other
+/// connected client also receives the marker.
+pub fn assert_nothing_before_marker(server: &Server, clients: &[&Client]) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!("-- marker {n} --");
+    server.broadcast(Message::text(marker.clone()));
+    for (i, client) in clients.iter().enumerate() {
+        assert_eq!(
+            recv_text(client),
+            marker,
+            "client #{i} got something else first"
+        );
+    }
+}
+
+/// Asserts that `a` and `b` (in the same room, nobody else there) still
+/// exchange messages both ways.
+pub fn assert_pair_works(a: &Client, b: &Client) {
+    a.send_text("ping from a").expect("a can still send");
+    assert_eq!(recv_text(b), "ping from a");
+    b.send_text("ping from b").expect("b can still send");
+    assert_eq!(recv_text(a), "ping from b");
+}
+
+// Helpers for the command-line tests (tests/cli_*.rs).
+
+impl Proc {
+    /// Spawns `bin` with `args` and the extra environment variables
+    /// `envs` (set on this child only), stdin piped.
+    pub fn spawn_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = Lines::spawn(child.stdout.take().unwrap());
+        let stderr = Lines::spawn(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `true` while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the exit and for both output streams to end; returns the
+    /// exit code and every stdout and stderr line.
+    pub fn finish(&mut self) -> (i32, Vec<String>, Vec<String>) {
+        let code = self.wait_exit();
+        (code, self.stdout.until_end(), self.stderr.until_end())
+    }
+}
+
+impl Lines {
+    /// Waits until the stream ends (failing after [`WAIT`]) and returns
+    /// every line it carried.
+    pub fn until_end(&self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.rx.recv_deadline(deadline) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.all(),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("stream did not end; saw:\n{}", self.all().join("\n"))
+                }
+            }
+        }
+    }
+}
+
+/// Starts `wshub-server` on a free port with extra environment variables;
+/// returns it and its address.
+pub fn server_bin_env(extra: &[&str], envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let mut args = vec!["--bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn_env(env!("CARGO_BIN_EXE_wshub-server"), &args, envs);
+    let line = proc.stderr.wait_for("listening on ws");
+    let addr = line
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (proc, addr)
+}
+
+/// Runs a binary that is expected to exit by itself (usage errors,
+/// `--help`); returns its exit code, stdout lines and stderr lines.
+pub fn run_bin(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, Vec<String>, Vec<String>) {
+    let mut proc = Proc::spawn_env(bin, args, envs);
+    proc.close_stdin();
+    proc.finish()
+}
+
+/// A path under the temporary directory that no other test uses.
+pub fn temp_path(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("wshub-test-{}-{tag}-{n}", std::process::id()))
+}
+
+/// Asserts that `line` starts with a UTC timestamp to the millisecond,
+/// `YYYY-MM-DD HH:MM:SS.mmmZ`.
+pub fn assert_timestamped(line: &str) {
+    let shape = "dddd-dd-dd dd:dd:dd.dddZ";
+    let ok = line.len() > shape.len()
+        && line.bytes().zip(shape.bytes()).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            _ => c == s,
+        });
+    assert!(ok, "no millisecond timestamp at the start of {line:?}");
+}
+
+/// Waits until the hub lists a client named `name`.
+pub fn wait_online(server: &Server, name: &str) {
+    wait_for(
+        || server.clients().iter().any(|c| c.name == name),
+        &format!("{name} to be online"),
+    );
+}
+
+/// A free local port: bound once, then released.
+pub fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
