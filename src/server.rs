@@ -342,6 +342,8 @@ fn run_acceptor(mut acc: Acceptor) {
     // After an accept error such as EMFILE, retry in a while instead of
     // waiting for the next edge, which may never come.
     let mut retry = None;
+    // Whether the last accept failed (logged once per failing stretch).
+    let mut failing = false;
     loop {
         if let Err(e) = acc.poll.poll(&mut events, retry) {
             if e.kind() != ErrorKind::Interrupted {
@@ -355,11 +357,18 @@ fn run_acceptor(mut acc: Acceptor) {
         retry = None;
         loop {
             match acc.listener.accept() {
-                Ok((tcp, peer)) => acc.admit(tcp, peer),
+                Ok((tcp, peer)) => {
+                    if std::mem::take(&mut failing) {
+                        info!("accepting connections again");
+                    }
+                    acc.admit(tcp, peer);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    warn!("accept failed: {e}; retrying in 100 ms");
+                    if !std::mem::replace(&mut failing, true) {
+                        warn!("accept failed: {e}; retrying every 100 ms");
+                    }
                     retry = Some(Duration::from_millis(100));
                     break;
                 }

@@ -173,6 +173,7 @@ fn main() -> ExitCode {
 
 fn run(opts: Options) -> Result<(), String> {
     init_logging(opts.log_level, opts.log_file.as_ref())?;
+    raise_fd_limit(opts.cfg.max_clients);
     let server = Server::bind_with_config(&opts.bind, opts.cfg).map_err(|e| e.to_string())?;
     let handle = server.handle();
     start_signal_thread(handle.clone())?;
@@ -385,6 +386,33 @@ fn init_logging(level: LevelFilter, file: Option<&PathBuf>) -> Result<(), String
         loggers.push(WriteLogger::new(level, config, f));
     }
     CombinedLogger::init(loggers).map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// Raises the soft open-file limit to the hard one: each client holds
+/// three descriptors (socket, epoll set, waker), and the usual soft limit of
+/// 1024 would stop near 340 clients.
+fn raise_fd_limit(max_clients: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit.clone()).is_ok() {
+            log::debug!(
+                "open-file limit raised from {before:?} to {:?}",
+                limit.current
+            );
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    let needed = max_clients as u64 * 3 + 64;
+    if let Some(now) = now.filter(|n| *n < needed) {
+        log::warn!(
+            "open-file limit {now} is below the {needed} that --max-clients {max_clients} needs; \
+             clients past about {} will be refused",
+            now.saturating_sub(64) / 3
+        );
+    }
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
