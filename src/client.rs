@@ -26,7 +26,7 @@ use tungstenite::{Error as WsError, Message};
 use crate::close::CloseInfo;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::session::{self, Handler, Outbox, Outgoing, Timing};
+use crate::session::{self, Handler, Outbox, Timing};
 use crate::stream::Stream;
 
 /// Messages that may wait to be sent before [`Client::send`] blocks.
@@ -148,7 +148,7 @@ impl Client {
     /// # Errors
     /// [`Error::Closed`] once the connection has ended.
     pub fn send(&self, msg: Message) -> Result<()> {
-        if self.outbox.push(Outgoing::Message(msg)) {
+        if self.outbox.push(msg) {
             Ok(())
         } else {
             Err(Error::Closed)
@@ -207,7 +207,7 @@ impl Client {
     /// timeout for the server's answer, and says how the connection ended.
     /// Messages still unread are discarded.
     pub fn close(&self, code: u16, reason: &str) -> CloseInfo {
-        self.outbox.push(Outgoing::Close(code, reason.to_string()));
+        self.outbox.close(code, reason);
         let deadline = Instant::now() + self.close_timeout + Duration::from_millis(500);
         while self.closed.get().is_none() {
             match self.incoming.recv_deadline(deadline) {
@@ -253,7 +253,7 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         if self.closed.get().is_none() {
-            self.outbox.push(Outgoing::Close(1000, String::new()));
+            self.outbox.close(1000, "");
         }
     }
 }

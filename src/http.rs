@@ -7,12 +7,15 @@
 //! dropping the connection and has no deadline, so the hub does it here.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::stream::Stream;
 
 /// Most header lines accepted in one request.
 const MAX_HEADERS: usize = 64;
+/// How often a waiting handshake looks at the server's stop flag.
+pub(crate) const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// A parsed request head.
 #[derive(Debug, Clone)]
@@ -63,7 +66,8 @@ pub enum HeadError {
 }
 
 /// Reads one request head. Returns it with any bytes that followed it (the
-/// client may send WebSocket frames right behind its request).
+/// client may send WebSocket frames right behind its request). Gives up at
+/// `deadline`, or soon after `stop` is set (a server shutting down).
 ///
 /// # Errors
 /// See [`HeadError`].
@@ -71,6 +75,7 @@ pub fn read_head(
     stream: &mut Stream,
     deadline: Instant,
     max_bytes: usize,
+    stop: &AtomicBool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -79,12 +84,17 @@ pub fn read_head(
         if left.is_zero() {
             return Err(HeadError::Timeout);
         }
-        stream.set_timeouts(Some(left)).map_err(HeadError::Io)?;
+        if stop.load(Ordering::Relaxed) {
+            return Err(HeadError::Closed);
+        }
+        // Wait in slices so a shutdown need not wait for slow clients.
+        stream
+            .set_timeouts(Some(left.min(STOP_CHECK)))
+            .map_err(HeadError::Io)?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) => return Err(HeadError::Timeout),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(HeadError::Io(e)),
         };
         let searched_to = buf.len().saturating_sub(3);
@@ -204,7 +214,7 @@ pub fn send(
     deadline: Instant,
 ) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
-    stream.set_timeouts(Some(left.max(std::time::Duration::from_millis(100))))?;
+    stream.set_timeouts(Some(left.max(Duration::from_millis(100))))?;
     stream.write_all(&resp.to_bytes(head_only))?;
     stream.flush()
 }

@@ -13,9 +13,12 @@
 //! The hub never waits for a session: it queues into the session's
 //! [`Outbox`] (never full) and checks that receiver's backlog itself. A
 //! receiver with more than `send_queue` messages or `send_queue_bytes`
-//! bytes waiting is a slow consumer: the message is not queued, the drop is
-//! logged and counted, and that client is closed with 1008. Everyone else
-//! carries on at full speed.
+//! bytes waiting while its socket refuses more bytes is a slow consumer:
+//! the message is not queued, the drop is logged and counted, and that
+//! client is closed with 1008. A receiver whose socket still takes bytes
+//! is only waiting for a CPU, so its queue may grow to four times those
+//! limits before the same rule applies. Everyone else carries on at full
+//! speed.
 //!
 //! # Batching
 //!
@@ -34,11 +37,15 @@ use tungstenite::Message;
 use crate::close::CloseInfo;
 use crate::config::{Mode, ServerConfig};
 use crate::naming::show_room;
-use crate::session::{Outbox, Outgoing};
+use crate::session::Outbox;
 use crate::stats::Stats;
 
 /// Most events handled before the hub wakes the sessions it queued for.
-const BATCH: usize = 512;
+const BATCH: usize = 64;
+/// A receiver's queue may grow to this many times its limits while its
+/// socket still takes bytes (it is only not scheduled yet); past that it is
+/// closed as too slow all the same.
+const HARD_LIMIT_FACTOR: usize = 4;
 
 /// A connected client, as `/list` and [`Server::clients`](crate::Server::clients) show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,8 +334,11 @@ impl Hub {
         }
         let len = msg.len();
         let backlog = entry.outbox.len();
-        if backlog >= self.cfg.send_queue || entry.outbox.bytes() + len > self.cfg.send_queue_bytes
-        {
+        let bytes = entry.outbox.bytes() + len;
+        let over = backlog >= self.cfg.send_queue || bytes > self.cfg.send_queue_bytes;
+        let far_over = backlog >= self.cfg.send_queue * HARD_LIMIT_FACTOR
+            || bytes > self.cfg.send_queue_bytes * HARD_LIMIT_FACTOR;
+        if (over && entry.outbox.is_blocked()) || far_over {
             warn!(
                 "{} ({}) is too slow: {backlog} messages waiting; closing it",
                 entry.info.name, entry.info.peer
@@ -337,7 +347,7 @@ impl Hub {
             self.close(id, 1008, "too slow: send queue full");
             return false;
         }
-        entry.outbox.push_quiet(Outgoing::Message(msg));
+        entry.outbox.push_quiet(msg);
         self.stats.messages_out += 1;
         self.stats.bytes_out += len as u64;
         if !entry.dirty {
@@ -352,7 +362,7 @@ impl Hub {
         if let Some(entry) = self.clients.get_mut(&id) {
             if !entry.closing {
                 entry.closing = true;
-                entry.outbox.push(Outgoing::Close(code, reason.to_string()));
+                entry.outbox.close(code, reason);
             }
         }
     }

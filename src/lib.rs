@@ -49,7 +49,7 @@
 //!                  v
 //!    [session thread] x N  owns its socket and its tungstenite::WebSocket
 //!        |        ^
-//!  Event |        | Outgoing (crossbeam channel + epoll wake-up)
+//!  Event |        | Message (crossbeam channel + epoll wake-up)
 //!        v        |
 //!             [hub thread]  owns the client map; routes, fans out, counts
 //!                  ^

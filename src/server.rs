@@ -480,7 +480,9 @@ fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
     let Some(mut stream) = secure(ctx, tcp, peer, deadline) else {
         return;
     };
-    let (req, rest) = match http::read_head(&mut stream, deadline, ctx.cfg.max_header_bytes) {
+    let max = ctx.cfg.max_header_bytes;
+    let stop = &ctx.handle.stop.flag;
+    let (req, rest) = match http::read_head(&mut stream, deadline, max, stop) {
         Ok(head) => head,
         Err(e) => return refuse_head(ctx, &mut stream, peer, e),
     };
@@ -517,7 +519,7 @@ fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
 fn secure(ctx: &Context, tcp: TcpStream, peer: SocketAddr, deadline: Instant) -> Option<Stream> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &ctx.cfg.tls {
-        return match tls.accept(tcp, deadline) {
+        return match tls.accept(tcp, deadline, &ctx.handle.stop.flag) {
             Ok(stream) => Some(stream),
             Err(e) => {
                 info!("dropped {peer}: TLS handshake failed: {e}");

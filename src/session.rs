@@ -4,8 +4,8 @@
 //!
 //! A session thread owns one [`WebSocket`] and its socket, alone. Other
 //! threads (the hub on the server, the application on the client) reach it
-//! only through its [`Outbox`]: a crossbeam channel of [`Outgoing`] items
-//! plus a wake-up.
+//! only through its [`Outbox`]: a crossbeam channel of messages, a close
+//! request, and a wake-up.
 //!
 //! # Why readiness waiting, not a blocking read
 //!
@@ -31,7 +31,7 @@
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -51,15 +51,6 @@ const READ_BATCH: usize = 64;
 /// Most messages written per loop turn before the loop flushes and reads.
 const WRITE_BATCH: usize = 256;
 
-/// Something another thread asks a session to do.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// Send this message.
-    Message(Message),
-    /// Start the closing handshake with this code and reason.
-    Close(u16, String),
-}
-
 /// State shared between a session thread and the threads that queue for it.
 #[derive(Debug)]
 struct Shared {
@@ -68,33 +59,33 @@ struct Shared {
     asleep: AtomicBool,
     // Payload bytes queued and not yet taken by the session.
     bytes: AtomicUsize,
+    // Set by the session while the socket refuses more bytes.
+    blocked: AtomicBool,
+    // A close the owner asked for: sent once the queue is drained, or at
+    // once when the socket is stuck and the queue cannot drain.
+    close: OnceLock<(u16, String)>,
 }
 
 /// The handle other threads use to queue messages for one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: Sender<Outgoing>,
+    tx: Sender<Message>,
     shared: Arc<Shared>,
 }
 
 impl Outbox {
-    /// Queues `item` and wakes the session if it sleeps. Returns `false`
+    /// Queues `msg` and wakes the session if it sleeps. Returns `false`
     /// when the session has ended. Blocks while a bounded outbox is full.
-    pub(crate) fn push(&self, item: Outgoing) -> bool {
-        let len = payload_len(&item);
-        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send(item).is_err() {
-            return false;
-        }
+    pub(crate) fn push(&self, msg: Message) -> bool {
+        let queued = self.push_quiet(msg);
         self.wake();
-        true
+        queued
     }
 
     /// Queues without waking; call [`Outbox::wake`] after a batch.
-    pub(crate) fn push_quiet(&self, item: Outgoing) -> bool {
-        let len = payload_len(&item);
-        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(item).is_ok()
+    pub(crate) fn push_quiet(&self, msg: Message) -> bool {
+        self.shared.bytes.fetch_add(msg.len(), Ordering::Relaxed);
+        self.tx.send(msg).is_ok()
     }
 
     /// Wakes the session if it is asleep (at most one syscall per sleep).
@@ -102,6 +93,21 @@ impl Outbox {
         if self.shared.asleep.swap(false, Ordering::SeqCst) {
             let _ = self.shared.waker.wake();
         }
+    }
+
+    /// Asks the session to close with `code` and `reason` once what is
+    /// already queued has been written, or at once if its socket is stuck
+    /// (then the close timer bounds how long a peer that never reads can
+    /// hold it). Only the first request counts.
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        if self.shared.close.set((code, reason.to_string())).is_ok() {
+            let _ = self.shared.waker.wake();
+        }
+    }
+
+    /// `true` while the session's socket refuses more bytes.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.shared.blocked.load(Ordering::Relaxed)
     }
 
     /// Items queued and not yet taken.
@@ -112,13 +118,6 @@ impl Outbox {
     /// Payload bytes queued and not yet taken.
     pub(crate) fn bytes(&self) -> usize {
         self.shared.bytes.load(Ordering::Relaxed)
-    }
-}
-
-fn payload_len(item: &Outgoing) -> usize {
-    match item {
-        Outgoing::Message(m) => m.len(),
-        Outgoing::Close(..) => 0,
     }
 }
 
@@ -145,7 +144,7 @@ pub(crate) struct Session<H> {
     ws: WebSocket<Stream>,
     poll: Poll,
     events: Events,
-    inbox: Receiver<Outgoing>,
+    inbox: Receiver<Message>,
     shared: Arc<Shared>,
     handler: H,
     timing: Timing,
@@ -185,6 +184,8 @@ pub(crate) fn pair<H: Handler>(
         waker: Waker::new(poll.registry(), WAKE)?,
         asleep: AtomicBool::new(false),
         bytes: AtomicUsize::new(0),
+        blocked: AtomicBool::new(false),
+        close: OnceLock::new(),
     });
     let (tx, inbox) = match capacity {
         Some(n) => crossbeam_channel::bounded(n),
@@ -231,6 +232,13 @@ impl<H: Handler> Session<H> {
             self.write_queued()?;
             self.flush()?;
         }
+        if self.our_close.is_none() && (self.write_blocked || self.inbox.is_empty()) {
+            // A requested close goes out behind what was queued before it,
+            // unless the socket is stuck and the queue cannot drain.
+            if let Some((code, reason)) = self.shared.close.get() {
+                self.start_close(*code, reason.clone())?;
+            }
+        }
         if self.readable {
             self.read_some()?;
         }
@@ -272,16 +280,11 @@ impl<H: Handler> Session<H> {
             if self.our_close.is_some() || self.write_blocked {
                 return Ok(());
             }
-            let Ok(item) = self.inbox.try_recv() else {
+            let Ok(msg) = self.inbox.try_recv() else {
                 return Ok(());
             };
-            match item {
-                Outgoing::Message(msg) => {
-                    self.shared.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
-                    self.ws.write(msg).or_else(|e| self.soft(e))?;
-                }
-                Outgoing::Close(code, reason) => self.start_close(code, reason)?,
-            }
+            self.shared.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+            self.ws.write(msg).or_else(|e| self.soft(e))?;
         }
         Ok(())
     }
@@ -305,7 +308,7 @@ impl<H: Handler> Session<H> {
     fn soft(&mut self, err: WsError) -> Result<(), End> {
         match err {
             WsError::Io(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.write_blocked = true;
+                self.set_write_blocked(true);
                 Ok(())
             }
             other => Err(self.ended(other)),
@@ -383,14 +386,24 @@ impl<H: Handler> Session<H> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(CloseInfo::abnormal(format!("epoll: {e}"))),
         }
+        let mut writable = false;
         for event in self.events.iter() {
             if event.token() == SOCKET {
                 self.readable |= event.is_readable() || event.is_read_closed();
                 self.readable |= event.is_error();
-                self.write_blocked &= !(event.is_writable() || event.is_write_closed());
+                writable |= event.is_writable() || event.is_write_closed();
             }
         }
+        if writable && self.write_blocked {
+            self.set_write_blocked(false);
+        }
         Ok(())
+    }
+
+    /// Records whether the socket refuses bytes, for the hub to see.
+    fn set_write_blocked(&mut self, blocked: bool) {
+        self.write_blocked = blocked;
+        self.shared.blocked.store(blocked, Ordering::Relaxed);
     }
 
     /// When the next timer fires, if any.

@@ -10,10 +10,12 @@ use std::fmt;
 use std::fs;
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::http::STOP_CHECK;
 use crate::stream::Stream;
 
 /// A server's TLS identity, ready to accept connections.
@@ -96,21 +98,35 @@ impl ServerTls {
         })
     }
 
-    /// Runs the server side of the TLS handshake, giving up at `deadline`.
-    pub(crate) fn accept(&self, tcp: TcpStream, deadline: Instant) -> std::io::Result<Stream> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        tcp.set_read_timeout(Some(left))?;
-        tcp.set_write_timeout(Some(left))?;
-        match self.acceptor.accept(tcp) {
-            Ok(tls) => Ok(Stream::Tls(Box::new(tls))),
-            Err(native_tls::HandshakeError::WouldBlock(_)) => {
-                Err(std::io::ErrorKind::TimedOut.into())
+    /// Runs the server side of the TLS handshake, giving up at `deadline`
+    /// or soon after `stop` is set.
+    pub(crate) fn accept(
+        &self,
+        tcp: TcpStream,
+        deadline: Instant,
+        stop: &AtomicBool,
+    ) -> std::io::Result<Stream> {
+        // Wait in slices so a shutdown need not wait for slow clients.
+        let slice = |tcp: &TcpStream| -> std::io::Result<()> {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop.load(Ordering::Relaxed) {
+                return Err(std::io::ErrorKind::TimedOut.into());
             }
-            Err(native_tls::HandshakeError::Failure(e)) => {
-                Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            tcp.set_read_timeout(Some(left.min(STOP_CHECK)))?;
+            tcp.set_write_timeout(Some(left.min(STOP_CHECK)))
+        };
+        slice(&tcp)?;
+        let mut attempt = self.acceptor.accept(tcp);
+        loop {
+            match attempt {
+                Ok(tls) => return Ok(Stream::Tls(Box::new(tls))),
+                Err(native_tls::HandshakeError::WouldBlock(mid)) => {
+                    slice(mid.get_ref())?;
+                    attempt = mid.handshake();
+                }
+                Err(native_tls::HandshakeError::Failure(e)) => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                }
             }
         }
     }

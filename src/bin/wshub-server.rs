@@ -397,7 +397,7 @@ fn raise_fd_limit(max_clients: usize) {
     let before = limit.current;
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        if setrlimit(Resource::Nofile, limit.clone()).is_ok() {
+        if setrlimit(Resource::Nofile, limit).is_ok() {
             log::debug!(
                 "open-file limit raised from {before:?} to {:?}",
                 limit.current

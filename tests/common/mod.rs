@@ -420,3 +420,66 @@ pub fn dead_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+// Helpers for the security tests (tests/auth.rs, limits.rs, tls.rs,
+// heartbeat.rs, fuzz.rs).
+
+/// A WebSocket upgrade request head for `/PATH` with extra `headers`.
+pub fn upgrade_request(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Sends an upgrade request for `path` with extra `headers` on a new
+/// connection; returns the socket and the answer's head (empty when the
+/// server said nothing).
+pub fn upgrade_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(upgrade_request(addr, path, headers).as_bytes())
+        .unwrap();
+    let head = read_http_head(&mut tcp);
+    (tcp, head)
+}
+
+/// The status code of a response head; fails the test when there is none.
+pub fn http_status(head: &str) -> u16 {
+    head.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"))
+}
+
+/// The value of header `name` (case-insensitive) in a response head.
+pub fn head_header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Reads until the peer ends the connection (EOF or reset) and returns
+/// what came, lossily as text; fails the test after the socket's read
+/// timeout.
+pub fn read_to_end_lossy(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection did not end: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
