@@ -236,7 +236,9 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// `Origin` header to send. Defaults to none.
     pub origin: Option<String>,
-    /// Subprotocols to offer, in order of preference. Defaults to none.
+    /// Subprotocols to offer, in order of preference. The server must pick
+    /// one of them, or the handshake fails (as it does in browsers).
+    /// Defaults to none.
     pub protocols: Vec<String>,
     /// Time allowed for TCP connect plus the opening handshake.
     /// Defaults to 10 s.

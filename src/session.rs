@@ -262,7 +262,7 @@ impl<H: Handler> Session<H> {
         };
         let silent = now.duration_since(self.last_heard);
         if silent >= interval + self.timing.idle_timeout {
-            let reason = format!("no answer to ping for {}s", silent.as_secs());
+            let reason = format!("no answer to ping for {:.1}s", silent.as_secs_f64());
             return Err(self.fail_with(1001, &reason));
         }
         if silent >= interval && !self.ping_sent && self.our_close.is_none() {

@@ -36,8 +36,10 @@ options:
   --max-retries N        give up after N failed attempts in a row
                          [default: unlimited with --reconnect]
   --on-connect TEXT      send TEXT after every connect (repeatable)
-  --ping-interval SECS   ping a silent server; drop it if it stays silent
-                         30 s more (then --reconnect applies)
+  --ping-interval SECS   ping a server silent this long; drop it if it
+                         stays silent --idle-timeout more (then
+                         --reconnect applies)
+  --idle-timeout SECS    [default: 30]
   --token SECRET         send 'Authorization: Bearer SECRET' (or set
                          WSHUB_TOKEN)
   --ca-file PEM          also trust this CA for wss:// (repeatable)
@@ -158,6 +160,7 @@ fn parse_args() -> Result<Option<Options>, String> {
                 opts.cfg.ca_pem.push(pem);
             }
             Long("insecure") => opts.cfg.insecure = true,
+            Long("idle-timeout") => opts.cfg.idle_timeout = duration(&mut parser, "idle-timeout")?,
             Short('q') | Long("quiet") => opts.quiet = true,
             Value(v) if url.is_none() => {
                 url = Some(v.into_string().map_err(|_| "URL is not valid UTF-8")?)
