@@ -127,22 +127,7 @@ impl Lines {
 impl Proc {
     /// Spawns `bin` with `args`, stdin piped.
     pub fn spawn(bin: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let stderr = Lines::spawn(child.stderr.take().unwrap());
-        Proc {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        }
+        Proc::spawn_env(bin, args, &[])
     }
 
     /// Writes one line to the process's stdin.
