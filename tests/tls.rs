@@ -9,6 +9,7 @@
 //! `wss://` from a PKCS#12 bundle; a plain `ws://` client on the `wss://`
 //! port fails at once while TLS clients connected at the same time carry
 //! on.
+#![cfg(feature = "tls")]
 
 mod common;
 
