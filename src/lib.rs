@@ -57,7 +57,10 @@
 //!    [console thread] (stdin), signal handler, library callers
 //! ```
 //!
-//! - [`server`]: the acceptor and each connection's handshake.
+//! - [`server`]: binding, [`Server`] and [`ServerHandle`].
+//! - [`acceptor`]: new connections, connection limits, one thread each.
+//! - [`connection`]: a connection's TLS and HTTP handshake, then its
+//!   session as a hub client.
 //! - [`session`]: the per-connection loop, full duplex
 //!   without polling (why is explained there).
 //! - [`hub`]: routing, offline queues, slow-consumer policy, counters.
@@ -94,10 +97,12 @@
 // `cargo doc --document-private-items` renders those links.
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod acceptor;
 pub mod auth;
 pub mod client;
 pub mod close;
 pub mod config;
+mod connection;
 pub mod console;
 pub mod error;
 pub mod handshake;

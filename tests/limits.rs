@@ -326,10 +326,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_frame_header_announcing_2_pow_63_bytes_is_refused_at_once_without_allocating() {
     let (mut server, addr) = server_bin(&["--max-message-size", "64KiB"]);
-    let a = Client::connect(&url(addr, "ok/a")).unwrap();
-    let b = Client::connect(&url(addr, "ok/b")).unwrap();
-    server.stderr.wait_for("join a ");
-    server.stderr.wait_for("join b ");
+    let a = join_bin(&server, addr, "ok", "a");
+    let b = join_bin(&server, addr, "ok", "b");
     let mut raw = raw_ws(addr, "huge");
     server.stderr.wait_for("join huge ");
     let peak_before = peak_rss_kib(server.child.id());

@@ -1,0 +1,231 @@
+//! The acceptor thread: new connections, connection limits, and one thread
+//! per accepted connection.
+//!
+//! # Who owns what
+//!
+//! [`run_acceptor`] owns the listening socket and the per-address counts.
+//! It waits in `epoll` for new connections or a stop request, applies the
+//! limits (`--max-clients`, `--max-clients-per-ip`, and the room left in
+//! the address space), and starts a [connection](crate::connection) thread
+//! with a small, configurable stack for each connection it admits. A
+//! connection over a limit gets 503 from a short-lived thread, so the
+//! acceptor itself never waits on a client.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use log::{debug, error, info, warn};
+use mio::{Events, Poll};
+
+use crate::connection::{answer_and_close, serve_connection};
+use crate::http::Response;
+use crate::hub::Event;
+use crate::server::{tls_enabled, Context, Stop};
+use crate::stream::Stream;
+
+/// Most threads answering refused connections with 503 at once; past
+/// that (a flood), refused connections are just closed.
+const MAX_REFUSING: usize = 16;
+/// Address space kept free under a limit, for the hub, queues and malloc.
+const AS_RESERVE: u64 = 8 << 20;
+/// Address space counted per connection besides its stack and guard page.
+const AS_PER_CONNECTION: u64 = (64 << 10) + 4096;
+
+/// The acceptor thread's state; only that thread touches it.
+pub(crate) struct Acceptor {
+    listener: TcpListener,
+    poll: Poll,
+    ctx: Arc<Context>,
+    stop: Arc<Stop>,
+    // Open connections per peer address (kept only with a per-IP limit).
+    per_ip: HashMap<IpAddr, usize>,
+    ended: Receiver<IpAddr>,
+    // The process's address-space size when the acceptor started, bytes.
+    base_vm: u64,
+}
+
+/// The acceptor thread: accept until told to stop, one thread per client.
+pub(crate) fn run_acceptor(mut acc: Acceptor) {
+    let mut events = Events::with_capacity(8);
+    // After an accept error such as EMFILE, retry in a while instead of
+    // waiting for the next edge, which may never come.
+    let mut retry = None;
+    // Whether the last accept failed (logged once per failing stretch).
+    let mut failing = false;
+    loop {
+        if let Err(e) = acc.poll.poll(&mut events, retry) {
+            if e.kind() != ErrorKind::Interrupted {
+                error!("acceptor cannot wait for connections: {e}");
+                break;
+            }
+        }
+        if acc.stop.flag.load(Ordering::SeqCst) {
+            break;
+        }
+        retry = None;
+        loop {
+            match acc.listener.accept() {
+                Ok((tcp, peer)) => {
+                    if std::mem::take(&mut failing) {
+                        info!("accepting connections again");
+                    }
+                    acc.admit(tcp, peer);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        warn!("accept failed: {e}; retrying every 100 ms");
+                    }
+                    retry = Some(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+    }
+    debug!("acceptor thread ends");
+}
+
+impl Acceptor {
+    /// The acceptor's state, before its thread starts.
+    pub(crate) fn new(
+        listener: TcpListener,
+        poll: Poll,
+        ctx: Arc<Context>,
+        stop: Arc<Stop>,
+        ended: Receiver<IpAddr>,
+    ) -> Acceptor {
+        Acceptor {
+            listener,
+            poll,
+            ctx,
+            stop,
+            per_ip: HashMap::new(),
+            ended,
+            base_vm: vm_size().unwrap_or(0),
+        }
+    }
+
+    /// How many connection threads fit under an address-space limit
+    /// (`ulimit -v`, `prlimit --as`), if one is set. A thread whose stack
+    /// cannot be mapped is refused cleanly, but a failed heap allocation
+    /// aborts the whole process, so the acceptor stops well before that.
+    fn thread_budget(&self) -> Option<usize> {
+        use rustix::process::{getrlimit, Resource};
+        let limit = getrlimit(Resource::As).current?;
+        let per_connection = self.ctx.cfg.thread_stack as u64 + AS_PER_CONNECTION;
+        let room = limit.saturating_sub(self.base_vm + AS_RESERVE);
+        Some((room / per_connection) as usize)
+    }
+
+    /// Applies the connection limits, then starts the connection's thread.
+    fn admit(&mut self, tcp: TcpStream, peer: SocketAddr) {
+        let cfg = &self.ctx.cfg;
+        let open = self.ctx.active.load(Ordering::SeqCst);
+        if open >= cfg.max_clients {
+            let detail = format!("server full ({open} connections)");
+            return self.refuse(tcp, peer, "server full", detail);
+        }
+        if let Some(budget) = self.thread_budget().filter(|b| open >= *b) {
+            let detail = format!("address-space limit reached ({budget} connections fit)");
+            return self.refuse(tcp, peer, "out of memory", detail);
+        }
+        if cfg.max_clients_per_ip > 0 {
+            for ip in self.ended.try_iter() {
+                if let Some(n) = self.per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_ip.remove(&ip);
+                    }
+                }
+            }
+            let n = self.per_ip.entry(peer.ip()).or_default();
+            if *n >= cfg.max_clients_per_ip {
+                let detail = format!("too many connections from {} ({n})", peer.ip());
+                return self.refuse(tcp, peer, "too many from one address", detail);
+            }
+            *n += 1;
+        }
+        if !start_connection(&self.ctx, tcp, peer) && cfg.max_clients_per_ip > 0 {
+            let _ = self.ctx.ended.send(peer.ip());
+        }
+    }
+
+    /// Answers a connection over a limit with 503 from a short-lived thread
+    /// (plain TCP only; a TLS client just sees the connection close).
+    fn refuse(&self, tcp: TcpStream, peer: SocketAddr, reason: &'static str, detail: String) {
+        warn!("refused {peer}: {detail}");
+        let _ = self.ctx.hub.try_send(Event::Rejected(reason));
+        if tls_enabled(&self.ctx.cfg) || self.ctx.refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
+            return;
+        }
+        self.ctx.refusing.fetch_add(1, Ordering::SeqCst);
+        let ctx = self.ctx.clone();
+        let spawned = thread::Builder::new()
+            .name("wshub-refuse".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let mut stream = Stream::Plain(tcp);
+                let resp = Response::text(503, &detail).with("Retry-After", "10");
+                answer_and_close(&mut stream, &resp, false);
+                ctx.refusing.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.ctx.refusing.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Starts the thread for one accepted connection; `false` if it could not.
+fn start_connection(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> bool {
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    ctx.active.fetch_add(1, Ordering::SeqCst);
+    let thread_ctx = ctx.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("wshub-conn-{id}"))
+        .stack_size(ctx.cfg.thread_stack)
+        .spawn(move || {
+            let _slot = Slot {
+                ctx: &thread_ctx,
+                ip: peer.ip(),
+            };
+            serve_connection(&thread_ctx, tcp, peer, id);
+        });
+    if let Err(e) = spawned {
+        ctx.active.fetch_sub(1, Ordering::SeqCst);
+        warn!("refused {peer}: cannot start a thread: {e}");
+        let _ = ctx.hub.try_send(Event::Rejected("no thread"));
+        return false;
+    }
+    true
+}
+
+/// A connection's place in the limits; given back when its thread ends,
+/// even by a panic.
+struct Slot<'a> {
+    ctx: &'a Context,
+    ip: IpAddr,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.ctx.cfg.max_clients_per_ip > 0 {
+            let _ = self.ctx.ended.send(self.ip);
+        }
+        self.ctx.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// This process's address-space size (`VmSize`), in bytes.
+fn vm_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,257 @@
+//! One connection's thread, from its first byte to the end of its session.
+//!
+//! # Who owns what
+//!
+//! [`serve_connection`] runs on the thread the acceptor started and owns
+//! the socket. It runs the TLS handshake when the server has TLS, reads the
+//! HTTP request head with a deadline, answers plain HTTP (the [web] page
+//! and API) or a refused handshake itself, and on a valid upgrade becomes
+//! the client's session thread: it tells the hub who joined, runs the
+//! [session loop](crate::session), and tells the hub who left. It reaches
+//! shared state only through the hub's channel.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use log::{debug, info, warn};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use crate::handshake::{self, Verdict};
+use crate::http::{self, HeadError, Response};
+use crate::hub::{ClientInfo, Event};
+use crate::naming;
+use crate::server::Context;
+use crate::session::{self, Handler, Timing};
+use crate::stream::Stream;
+use crate::web;
+
+/// One connection, from the first byte to the end of its session.
+pub(crate) fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + ctx.cfg.handshake_timeout;
+    let Some(mut stream) = secure(ctx, tcp, peer, deadline) else {
+        return;
+    };
+    let max = ctx.cfg.max_header_bytes;
+    let stop = &ctx.handle.stop.flag;
+    let (req, rest) = match http::read_head(&mut stream, deadline, max, stop) {
+        Ok(head) => head,
+        Err(e) => return refuse_head(ctx, &mut stream, peer, e),
+    };
+    match handshake::check(&req, &ctx.cfg) {
+        Verdict::Plain => {
+            let resp = web::answer(&req, &ctx.cfg, &ctx.handle);
+            debug!("{peer} {} {} -> {}", req.method, req.target, resp.status);
+            answer_and_close(&mut stream, &resp, req.method == "HEAD");
+        }
+        Verdict::Reject { response, reason } => {
+            info!("refused handshake from {peer}: {}", first_line(&response));
+            let _ = ctx.hub.send(Event::Rejected(reason));
+            answer_and_close(&mut stream, &response, false);
+        }
+        Verdict::Upgrade { response, protocol } => {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            if http::send(&mut stream, &response, false, deadline).is_ok() {
+                let new = NewClient {
+                    stream,
+                    rest,
+                    target: &req.target,
+                    protocol,
+                    peer,
+                    id,
+                };
+                run_client(ctx, new);
+            }
+        }
+    }
+}
+
+/// Runs the TLS handshake when the server has TLS; `None` when it failed
+/// (logged and counted).
+fn secure(ctx: &Context, tcp: TcpStream, peer: SocketAddr, deadline: Instant) -> Option<Stream> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &ctx.cfg.tls {
+        return match tls.accept(tcp, deadline, &ctx.handle.stop.flag) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                info!("dropped {peer}: TLS handshake failed: {e}");
+                let _ = ctx.hub.send(Event::Rejected("tls handshake"));
+                None
+            }
+        };
+    }
+    let _ = (ctx, peer, deadline);
+    Some(Stream::Plain(tcp))
+}
+
+/// Answers a request head we could not read, where that still helps.
+fn refuse_head(ctx: &Context, stream: &mut Stream, peer: SocketAddr, err: HeadError) {
+    let (reason, resp) = match err {
+        HeadError::Timeout => {
+            info!("dropped {peer}: no complete request within the handshake timeout");
+            ("handshake timeout", None)
+        }
+        HeadError::TooLarge => {
+            info!("refused {peer}: request head too large");
+            let max = ctx.cfg.max_header_bytes;
+            let resp = Response::text(431, &format!("request head over {max} bytes"));
+            ("header too large", Some(resp))
+        }
+        HeadError::Malformed(why) => {
+            info!("refused {peer}: malformed request: {why}");
+            (
+                "bad request",
+                Some(Response::text(400, &format!("malformed request: {why}"))),
+            )
+        }
+        HeadError::Closed | HeadError::Io(_) => {
+            debug!("{peer} went away during the handshake");
+            return;
+        }
+    };
+    let _ = ctx.hub.send(Event::Rejected(reason));
+    if let Some(resp) = resp {
+        answer_and_close(stream, &resp, false);
+    }
+}
+
+fn first_line(resp: &Response) -> String {
+    let body = String::from_utf8_lossy(&resp.body);
+    body.lines().next().unwrap_or_default().to_string()
+}
+
+/// Sends `resp`, then closes gently so the peer reads it before the FIN.
+pub(crate) fn answer_and_close(stream: &mut Stream, resp: &Response, head_only: bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    if http::send(stream, resp, head_only, deadline).is_ok() {
+        http::finish(stream, deadline);
+    }
+}
+
+/// A connection whose handshake has just succeeded.
+struct NewClient<'a> {
+    stream: Stream,
+    // Bytes the client sent right behind its request (its first frames).
+    rest: Vec<u8>,
+    target: &'a str,
+    protocol: Option<String>,
+    peer: SocketAddr,
+    id: u64,
+}
+
+/// A handshaken client: join the hub, run the session, leave the hub.
+fn run_client(ctx: &Context, new: NewClient) {
+    let cfg = &ctx.cfg;
+    let ws_cfg = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_size)
+        .write_buffer_size(64 << 10)
+        .max_message_size(Some(cfg.max_message_size))
+        .max_frame_size(Some(cfg.max_message_size));
+    let ws = WebSocket::from_partially_read(new.stream, new.rest, Role::Server, Some(ws_cfg));
+    let timing = Timing {
+        ping_interval: cfg.ping_interval,
+        idle_timeout: cfg.idle_timeout,
+        close_timeout: cfg.close_timeout,
+    };
+    let handler = HubHandler {
+        id: new.id,
+        hub: ctx.hub.clone(),
+        limit: cfg.rate_limit.map(RateLimit::new),
+    };
+    let (session, outbox) = match session::pair(ws, handler, timing, None) {
+        Ok(pair) => pair,
+        Err(e) => {
+            warn!("cannot start a session for {}: {e}", new.peer);
+            return;
+        }
+    };
+    let addr = naming::address(new.target, new.id);
+    let info = ClientInfo {
+        id: new.id,
+        name: addr.name,
+        room: addr.room,
+        peer: new.peer,
+        since: SystemTime::now(),
+        protocol: new.protocol,
+    };
+    if ctx.hub.send(Event::Join(info, outbox)).is_err() {
+        return; // the hub has stopped
+    }
+    let close = session.run();
+    let _ = ctx.hub.send(Event::Leave(new.id, close));
+}
+
+/// Hands a server session's messages to the hub, enforcing the rate limit.
+struct HubHandler {
+    id: u64,
+    hub: Sender<Event>,
+    limit: Option<RateLimit>,
+}
+
+impl Handler for HubHandler {
+    fn message(&mut self, msg: Message) -> std::result::Result<(), (u16, String)> {
+        if let Some(limit) = &mut self.limit {
+            if !limit.allow(Instant::now()) {
+                let _ = self.hub.send(Event::Dropped("rate limit"));
+                let reason = format!("rate limit exceeded ({} messages/s)", limit.rate);
+                return Err((1008, reason));
+            }
+        }
+        self.hub
+            .send(Event::Message(self.id, msg))
+            .map_err(|_| (1001, "server shutting down".to_string()))
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts of two seconds'
+/// worth.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64) -> RateLimit {
+        RateLimit {
+            rate,
+            tokens: Self::burst(rate),
+            last: Instant::now(),
+        }
+    }
+
+    fn burst(rate: f64) -> f64 {
+        (rate * 2.0).max(1.0)
+    }
+
+    /// Takes one token if there is one.
+    fn allow(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(Self::burst(self.rate));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(10.0);
+        let burst = (0..100).take_while(|_| limit.allow(start)).count();
+        assert_eq!(burst, 20);
+        assert!(!limit.allow(start));
+        assert!(limit.allow(start + Duration::from_millis(100)));
+        assert!(!limit.allow(start + Duration::from_millis(100)));
+    }
+}

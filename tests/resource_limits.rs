@@ -1,0 +1,109 @@
+//! Under a small address-space limit (as `prlimit --as` or `ulimit -v` set
+//! on a board with little memory), the server refuses the clients that
+//! would not fit with 503 instead of crashing, logs it, keeps serving the
+//! clients it has, and takes new ones again once others leave.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{read_http_head, url, WAIT};
+use wshub::{Client, Message};
+
+/// `VmSize` of a process, in KiB.
+fn vm_size_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Tries a WebSocket handshake on a raw socket; `true` for 101.
+fn handshake(addr: std::net::SocketAddr, name: &str) -> Option<TcpStream> {
+    let mut tcp = TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let request = common::upgrade_request(addr, name, &[]);
+    std::io::Write::write_all(&mut tcp, request.as_bytes()).ok()?;
+    read_http_head(&mut tcp)
+        .starts_with("HTTP/1.1 101")
+        .then_some(tcp)
+}
+
+/// Starts the server binary under `prlimit --as=LIMIT` (bytes), with one
+/// malloc arena so the address space it needs is predictable.
+fn limited_server(limit: Option<u64>) -> (common::Proc, std::net::SocketAddr) {
+    let bin = env!("CARGO_BIN_EXE_wshub-server");
+    let mut args = vec![];
+    let as_arg;
+    if let Some(limit) = limit {
+        as_arg = format!("--as={limit}:{limit}");
+        args.extend(["prlimit", as_arg.as_str(), "--"]);
+    }
+    args.extend([bin, "--bind", "127.0.0.1:0", "--mode", "echo"]);
+    let proc = common::Proc::spawn_env(args[0], &args[1..], &[("MALLOC_ARENA_MAX", "1")]);
+    let line = proc.stderr.wait_for("listening on ws");
+    let addr = line.rsplit("://").next().unwrap().trim().parse().unwrap();
+    (proc, addr)
+}
+
+#[test]
+fn out_of_address_space_refuses_new_clients_and_keeps_the_others() {
+    // How much address space the server takes before any client.
+    let (probe, _) = limited_server(None);
+    let base = vm_size_kib(probe.child.id()) * 1024;
+    drop(probe);
+    // Room for the reserve and about 20 clients, not for a hundred.
+    let (mut server, addr) = limited_server(Some(base + (8 << 20) + 20 * (200 << 10)));
+
+    let echo = Client::connect(&url(addr, "steady")).unwrap();
+    echo.send_text("before").unwrap();
+    assert_eq!(
+        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
+        "before"
+    );
+
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match handshake(addr, &format!("c{i}")) {
+            Some(tcp) => held.push(tcp),
+            None => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "all 100 clients got in; the limit did not bite"
+    );
+    assert!(!held.is_empty(), "no client fitted under the limit");
+    assert!(
+        server.is_running(),
+        "the server died under the limit: {:?}",
+        server.stderr.all()
+    );
+    server.stderr.wait_for("address-space limit reached");
+
+    // The client connected first still works.
+    echo.send_text("during").unwrap();
+    assert_eq!(
+        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
+        "during"
+    );
+
+    // Once others leave, there is room again.
+    drop(held);
+    let mut back = None;
+    for attempt in 0..50 {
+        if let Some(tcp) = handshake(addr, &format!("again{attempt}")) {
+            back = Some(tcp);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        back.is_some(),
+        "no new client accepted after the others left"
+    );
+    echo.send(Message::text("after")).unwrap();
+    assert_eq!(echo.recv_timeout(WAIT).unwrap().to_text().unwrap(), "after");
+    assert!(server.is_running());
+}
