@@ -174,3 +174,39 @@ fn a_stuck_reader_is_closed_and_nobody_else_notices() {
         "the stuck client got everything ({delivered}): the test proves nothing"
     );
 }
+
+/// A receiver that reads all the time is not taken for a slow one when a
+/// sender runs further ahead of it than `send_queue`: its socket still
+/// takes bytes, so it is only waiting for a CPU, and the hub wakes it
+/// early instead of closing it.
+#[test]
+fn a_reader_behind_by_more_than_the_send_queue_is_not_a_slow_consumer() {
+    const FLOOD: usize = 20_000;
+    const AHEAD: usize = 2 * SEND_QUEUE;
+    let server = server(ServerConfig::default().send_queue(SEND_QUEUE));
+    let sender = join(&server, "flood/sender");
+    let receiver = join(&server, "flood/receiver");
+    let read = std::sync::atomic::AtomicUsize::new(0);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..FLOOD {
+                let got = receiver.recv_timeout(WAIT).expect("every message arrives");
+                assert_eq!(
+                    got.to_text().unwrap(),
+                    format!(r#"{{"receiver":"receiver","n":{i}}}"#)
+                );
+                read.store(i + 1, std::sync::atomic::Ordering::Release);
+            }
+        });
+        for i in 0..FLOOD {
+            // Stay at most AHEAD messages in front of the reader.
+            wait_for(
+                || i < read.load(std::sync::atomic::Ordering::Acquire) + AHEAD,
+                "the reader to catch up",
+            );
+            let msg = format!(r#"{{"receiver":"receiver","n":{i}}}"#);
+            sender.send(Message::text(msg)).unwrap();
+        }
+    });
+    assert_eq!(server.stats().dropped.get("slow consumer"), None);
+}
