@@ -79,6 +79,8 @@ pub(crate) struct Context {
     pub(crate) ended: Sender<IpAddr>,
     // Threads busy answering refused connections.
     pub(crate) refusing: AtomicUsize,
+    // Connection threads waiting to be handed their next connection.
+    pub(crate) idle_workers: AtomicUsize,
 }
 
 impl Server {
@@ -143,6 +145,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             ended: ended_tx,
             refusing: AtomicUsize::new(0),
+            idle_workers: AtomicUsize::new(0),
         });
         let acceptor = Acceptor::new(listener, poll, ctx, stop.clone(), ended_rx);
         let acceptor = spawn("wshub-acceptor", move || run_acceptor(acceptor))?;

@@ -377,8 +377,11 @@ fn init_logging(level: LevelFilter, file: Option<&PathBuf>) -> Result<(), String
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![WriteLogger::new(level, config.clone(), LineWriter::new(io::stderr()))];
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(
+        level,
+        config.clone(),
+        LineWriter::new(io::stderr()),
+    )];
     if let Some(path) = file {
         let f = OpenOptions::new()
             .create(true)
