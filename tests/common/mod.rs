@@ -171,16 +171,7 @@ impl Drop for Proc {
 
 /// Starts `wshub-server` on a free port; returns it and its address.
 pub fn server_bin(extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec!["--bind", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let proc = Proc::spawn(env!("CARGO_BIN_EXE_wshub-server"), &args);
-    let line = proc.stderr.wait_for("listening on ws");
-    let addr = line
-        .rsplit("://")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (proc, addr)
+    server_bin_env(extra, &[])
 }
 
 /// Starts `wshub-client` with `args`.
