@@ -46,11 +46,11 @@ pub struct ServerConfig {
     /// Bytes kept in all offline queues together; a directed message that
     /// does not fit is dropped (logged and counted). Defaults to 8 MiB.
     pub offline_bytes: usize,
-    /// Messages that may wait for one slow receiver before it is closed
-    /// with 1008. Defaults to 1024.
+    /// Messages that may wait for one receiver whose socket is full before
+    /// it is closed with 1008 as too slow (four times as many in any case).
+    /// Defaults to 1024.
     pub send_queue: usize,
-    /// Bytes that may wait for one slow receiver before it is closed with
-    /// 1008. Defaults to 4 MiB.
+    /// The same bound in payload bytes. Defaults to 4 MiB.
     pub send_queue_bytes: usize,
     /// Time a connection has to send its complete HTTP request head.
     /// Defaults to 10 s.

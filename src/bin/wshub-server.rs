@@ -31,9 +31,9 @@ options:
                              (WSHUB_OFFLINE_QUEUE)
   --offline-bytes BYTES      bytes kept for all offline names [default: 8MiB]
                              (WSHUB_OFFLINE_BYTES)
-  --send-queue N             messages waiting for one slow client before it
-                             is closed with 1008 [default: 1024]
-                             (WSHUB_SEND_QUEUE)
+  --send-queue N             messages waiting for a client whose socket is
+                             full before it is closed with 1008 (4x that in
+                             any case) [default: 1024] (WSHUB_SEND_QUEUE)
   --send-queue-bytes BYTES   the same bound in bytes [default: 4MiB]
                              (WSHUB_SEND_QUEUE_BYTES)
   --handshake-timeout SECS   time to send a complete request [default: 10]
