@@ -61,6 +61,8 @@ const MAX_EVENTS: usize = 4096;
 /// socket still takes bytes (it is only not scheduled yet); past that it is
 /// closed as too slow all the same.
 const HARD_LIMIT_FACTOR: usize = 4;
+/// What an offline message costs beyond its payload, for `offline_bytes`.
+const OFFLINE_OVERHEAD: usize = 64;
 
 /// A connected client, as `/list` and [`Server::clients`](crate::Server::clients) show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,7 @@ struct Entry {
 /// The hub's state; only the hub thread touches it.
 struct Hub {
     cfg: ServerConfig,
+    limits: QueueLimits,
     clients: HashMap<u64, Entry>,
     by_name: HashMap<String, Vec<u64>>,
     by_room: HashMap<String, Vec<u64>>,
@@ -136,6 +139,36 @@ struct Hub {
     // Deliveries queued since the last wake round.
     queued: usize,
     shutting_down: Option<Instant>,
+}
+
+/// A receiver's queue limits, worked out once from the config (they are
+/// checked on every delivery).
+struct QueueLimits {
+    // Over these while the socket is full: too slow.
+    messages: usize,
+    bytes: usize,
+    // Over these in any case: too slow.
+    hard_messages: usize,
+    hard_bytes: usize,
+    // Wake the receiver at once at this many waiting messages.
+    wake_at: usize,
+}
+
+impl QueueLimits {
+    fn new(cfg: &ServerConfig) -> QueueLimits {
+        QueueLimits {
+            messages: cfg.send_queue,
+            bytes: cfg.send_queue_bytes,
+            hard_messages: cfg.send_queue * HARD_LIMIT_FACTOR,
+            hard_bytes: cfg.send_queue_bytes * HARD_LIMIT_FACTOR,
+            wake_at: (cfg.send_queue / 2).clamp(1, WAKE_EARLY),
+        }
+    }
+}
+
+/// What an offline message counts against `offline_bytes`.
+fn offline_cost(msg: &Message) -> usize {
+    msg.len() + OFFLINE_OVERHEAD
 }
 
 /// The hub thread's loop: handle events in batches until shut down and
@@ -175,6 +208,7 @@ pub(crate) fn run_hub(cfg: ServerConfig, events: Receiver<Event>) {
 impl Hub {
     fn new(cfg: ServerConfig) -> Hub {
         Hub {
+            limits: QueueLimits::new(&cfg),
             cfg,
             clients: HashMap::new(),
             by_name: HashMap::new(),
@@ -284,7 +318,7 @@ impl Hub {
         if self.send_to_name(name, &msg) > 0 {
             return;
         }
-        let cost = msg.len() + 64;
+        let cost = offline_cost(&msg);
         if self.offline_bytes + cost > self.cfg.offline_bytes || self.cfg.offline_queue == 0 {
             warn!("offline store full: dropped a message for {name}");
             self.stats.drop("offline store full", 1);
@@ -295,7 +329,7 @@ impl Hub {
         self.offline_bytes += cost;
         if queue.len() > self.cfg.offline_queue {
             if let Some(old) = queue.pop_front() {
-                self.offline_bytes -= old.len() + 64;
+                self.offline_bytes -= offline_cost(&old);
                 warn!("offline queue for {name} full: dropped its oldest message");
                 self.stats.drop("offline queue overflow", 1);
             }
@@ -309,7 +343,7 @@ impl Hub {
         };
         info!("delivering {} queued messages to {name}", queue.len());
         for msg in queue {
-            self.offline_bytes -= msg.len() + 64;
+            self.offline_bytes -= offline_cost(&msg);
             self.deliver(id, msg);
         }
     }
@@ -356,9 +390,9 @@ impl Hub {
         let len = msg.len();
         let backlog = entry.outbox.len();
         let bytes = entry.outbox.bytes() + len;
-        let over = backlog >= self.cfg.send_queue || bytes > self.cfg.send_queue_bytes;
-        let far_over = backlog >= self.cfg.send_queue * HARD_LIMIT_FACTOR
-            || bytes > self.cfg.send_queue_bytes * HARD_LIMIT_FACTOR;
+        let limits = &self.limits;
+        let over = backlog >= limits.messages || bytes > limits.bytes;
+        let far_over = backlog >= limits.hard_messages || bytes > limits.hard_bytes;
         if (over && entry.outbox.is_blocked()) || far_over {
             warn!(
                 "{} ({}) is too slow: {backlog} messages waiting; closing it",
@@ -370,7 +404,7 @@ impl Hub {
         }
         entry.outbox.push_quiet(msg);
         self.queued += 1;
-        if backlog + 1 >= (self.cfg.send_queue / 2).clamp(1, WAKE_EARLY) {
+        if backlog + 1 >= self.limits.wake_at {
             entry.outbox.wake();
         }
         self.stats.messages_out += 1;
