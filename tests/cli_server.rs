@@ -122,12 +122,7 @@ fn environment_variable_sets_a_flag() {
 fn listening_line_shows_the_real_port() {
     let (server, addr) = server_bin(&[]);
     assert_ne!(addr.port(), 0);
-    let line = server
-        .stderr
-        .all()
-        .into_iter()
-        .find(|l| l.contains("listening on"))
-        .unwrap();
+    let line = server.stderr.seen("listening on");
     assert!(
         line.ends_with(&format!("listening on ws://{addr}")),
         "{line:?}"

@@ -267,12 +267,7 @@ fn server_binary_serves_wss_from_pkcs12() {
         "--mode",
         "echo",
     ]);
-    let listening = server
-        .stderr
-        .all()
-        .into_iter()
-        .find(|l| l.contains("listening on"))
-        .unwrap();
+    let listening = server.stderr.seen("listening on");
     assert!(
         listening.contains(&format!("listening on wss://{addr}")),
         "{listening:?}"

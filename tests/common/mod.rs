@@ -118,6 +118,13 @@ impl Lines {
         self.rx.recv_timeout(timeout).ok()
     }
 
+    /// The first line seen so far that contains `needle`; fails if none.
+    pub fn seen(&self, needle: &str) -> String {
+        let all = self.all();
+        let found = all.iter().find(|l| l.contains(needle)).cloned();
+        found.unwrap_or_else(|| panic!("no line with {needle:?} yet; saw:\n{}", all.join("\n")))
+    }
+
     /// Every line seen so far.
     pub fn all(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
