@@ -18,52 +18,68 @@ use log::{debug, info, warn};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::close::CloseInfo;
 use crate::handshake::{self, Verdict};
 use crate::http::{self, HeadError, Response};
 use crate::hub::{ClientInfo, Event};
 use crate::naming;
 use crate::server::Context;
-use crate::session::{self, Handler, Timing};
+use crate::session::{self, Handler, Session, Timing};
 use crate::stream::Stream;
 use crate::web;
 
 /// One connection, from the first byte to the end of its session.
+///
+/// The handshake and the session are two functions that are never inlined
+/// into each other, so their stack frames are never live at the same time:
+/// a silent client's thread keeps only the stack pages it touched, and the
+/// handshake's buffers would otherwise add a page to every one of them.
 pub(crate) fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
+    if let Some(new) = answer_request(ctx, tcp, peer, id) {
+        run_client(ctx, new);
+    }
+}
+
+/// TLS, the request head and the answer to it; `Some` for an accepted
+/// WebSocket upgrade, `None` when the connection was answered and closed.
+#[inline(never)]
+fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<NewClient> {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
-    let Some(mut stream) = secure(ctx, tcp, peer, deadline) else {
-        return;
-    };
+    let mut stream = secure(ctx, tcp, peer, deadline)?;
     let max = ctx.cfg.max_header_bytes;
     let stop = &ctx.handle.stop.flag;
     let (req, rest) = match http::read_head(&mut stream, deadline, max, stop) {
         Ok(head) => head,
-        Err(e) => return refuse_head(ctx, &mut stream, peer, e),
+        Err(e) => {
+            refuse_head(ctx, &mut stream, peer, e);
+            return None;
+        }
     };
     match handshake::check(&req, &ctx.cfg) {
         Verdict::Plain => {
             let resp = web::answer(&req, &ctx.cfg, &ctx.handle);
             debug!("{peer} {} {} -> {}", req.method, req.target, resp.status);
             answer_and_close(&mut stream, &resp, req.method == "HEAD");
+            None
         }
         Verdict::Reject { response, reason } => {
             info!("refused handshake from {peer}: {}", first_line(&response));
             let _ = ctx.hub.send(Event::Rejected(reason));
             answer_and_close(&mut stream, &response, false);
+            None
         }
         Verdict::Upgrade { response, protocol } => {
             let deadline = Instant::now() + Duration::from_secs(5);
-            if http::send(&mut stream, &response, false, deadline).is_ok() {
-                let new = NewClient {
-                    stream,
-                    rest,
-                    target: &req.target,
-                    protocol,
-                    peer,
-                    id,
-                };
-                run_client(ctx, new);
-            }
+            http::send(&mut stream, &response, false, deadline).ok()?;
+            Some(NewClient {
+                stream,
+                rest,
+                target: req.target,
+                protocol,
+                peer,
+                id,
+            })
         }
     }
 }
@@ -131,18 +147,35 @@ pub(crate) fn answer_and_close(stream: &mut Stream, resp: &Response, head_only: 
 }
 
 /// A connection whose handshake has just succeeded.
-struct NewClient<'a> {
+struct NewClient {
     stream: Stream,
     // Bytes the client sent right behind its request (its first frames).
     rest: Vec<u8>,
-    target: &'a str,
+    target: String,
     protocol: Option<String>,
     peer: SocketAddr,
     id: u64,
 }
 
 /// A handshaken client: join the hub, run the session, leave the hub.
+///
+/// Joining is a function of its own so that its locals (the WebSocket
+/// being built, the client's description) are not part of the frame that
+/// stays on the stack while the session runs.
+#[inline(never)]
 fn run_client(ctx: &Context, new: NewClient) {
+    let id = new.id;
+    let Some(session) = join(ctx, new) else {
+        return;
+    };
+    let close = session.run();
+    leave(ctx, id, close);
+}
+
+/// Builds the session and tells the hub who joined; `None` when that
+/// failed (logged) or the hub has stopped.
+#[inline(never)]
+fn join(ctx: &Context, new: NewClient) -> Option<Box<Session<HubHandler>>> {
     let cfg = &ctx.cfg;
     let ws_cfg = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
@@ -164,10 +197,10 @@ fn run_client(ctx: &Context, new: NewClient) {
         Ok(pair) => pair,
         Err(e) => {
             warn!("cannot start a session for {}: {e}", new.peer);
-            return;
+            return None;
         }
     };
-    let addr = naming::address(new.target, new.id);
+    let addr = naming::address(&new.target, new.id);
     let info = ClientInfo {
         id: new.id,
         name: addr.name,
@@ -176,11 +209,15 @@ fn run_client(ctx: &Context, new: NewClient) {
         since: SystemTime::now(),
         protocol: new.protocol,
     };
-    if ctx.hub.send(Event::Join(info, outbox)).is_err() {
-        return; // the hub has stopped
-    }
-    let close = session.run();
-    let _ = ctx.hub.send(Event::Leave(new.id, close));
+    // Err: the hub has stopped.
+    ctx.hub.send(Event::Join(info, outbox)).ok()?;
+    Some(session)
+}
+
+/// Tells the hub a client left and how.
+#[inline(never)]
+fn leave(ctx: &Context, id: u64, close: CloseInfo) {
+    let _ = ctx.hub.send(Event::Leave(id, close));
 }
 
 /// Hands a server session's messages to the hub, enforcing the rate limit.

@@ -77,8 +77,10 @@ pub fn read_head(
     max_bytes: usize,
     stop: &AtomicBool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // The head is read straight into `buf` and parsed with a header table
+    // on the heap: a connection thread's stack stays small (see
+    // `connection::serve_connection`).
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -91,14 +93,19 @@ pub fn read_head(
         stream
             .set_timeouts(Some(left.min(STOP_CHECK)))
             .map_err(HeadError::Io)?;
-        let n = match stream.read(&mut chunk) {
+        let filled = buf.len();
+        buf.resize(filled + 1024, 0);
+        let n = match stream.read(&mut buf[filled..]) {
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {
+                buf.truncate(filled);
+                continue;
+            }
             Err(e) => return Err(HeadError::Io(e)),
         };
-        let searched_to = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
+        buf.truncate(filled + n);
+        let searched_to = filled.saturating_sub(3);
         if let Some(end) = find_end(&buf[searched_to..]) {
             let end = searched_to + end;
             if end > max_bytes {
@@ -123,7 +130,7 @@ fn find_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn parse(head: &[u8]) -> Result<Request, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}

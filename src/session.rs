@@ -166,12 +166,13 @@ pub(crate) struct Session<H> {
 ///
 /// # Errors
 /// When the socket cannot be made non-blocking or registered with epoll.
+#[inline(never)] // its frame is not kept under the session loop's
 pub(crate) fn pair<H: Handler>(
     ws: WebSocket<Stream>,
     handler: H,
     timing: Timing,
     capacity: Option<usize>,
-) -> io::Result<(Session<H>, Outbox)> {
+) -> io::Result<(Box<Session<H>>, Outbox)> {
     ws.get_ref().set_nonblocking(true)?;
     let poll = Poll::new()?;
     let fd = ws.get_ref().as_raw_fd();
@@ -191,7 +192,9 @@ pub(crate) fn pair<H: Handler>(
         Some(n) => crossbeam_channel::bounded(n),
         None => crossbeam_channel::unbounded(),
     };
-    let session = Session {
+    // On the heap: the session lives as long as the connection, and a
+    // thread's stack pages, once touched, stay for the thread's lifetime.
+    let session = Box::new(Session {
         ws,
         poll,
         events: Events::with_capacity(4),
@@ -205,7 +208,7 @@ pub(crate) fn pair<H: Handler>(
         ping_sent: false,
         our_close: None,
         peer_close: None,
-    };
+    });
     Ok((session, Outbox { tx, shared }))
 }
 
@@ -214,7 +217,12 @@ type End = CloseInfo;
 
 impl<H: Handler> Session<H> {
     /// Runs until the connection ends, then says how it ended.
-    pub(crate) fn run(mut self) -> CloseInfo {
+    // Boxed on purpose and never inlined: the session's state stays on the
+    // heap and the caller's locals stay out of the loop's frame (see
+    // `connection::serve_connection`).
+    #[allow(clippy::boxed_local)]
+    #[inline(never)]
+    pub(crate) fn run(mut self: Box<Self>) -> CloseInfo {
         let end = loop {
             if let Err(end) = self.turn() {
                 break end;
@@ -290,6 +298,8 @@ impl<H: Handler> Session<H> {
     }
 
     /// Sends our close frame and starts the close timer.
+    #[cold]
+    #[inline(never)]
     fn start_close(&mut self, code: u16, reason: String) -> Result<(), End> {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -345,6 +355,8 @@ impl<H: Handler> Session<H> {
     }
 
     /// Notes the peer's close frame (tungstenite queues the reply itself).
+    #[cold]
+    #[inline(never)]
     fn peer_closed(&mut self, frame: Option<CloseFrame>) {
         if self.our_close.is_some() {
             return; // this is the answer to our close
@@ -421,6 +433,8 @@ impl<H: Handler> Session<H> {
 
     /// Turns tungstenite's verdict into how the session ended, sending the
     /// RFC 6455 close code first when the peer broke the protocol.
+    #[cold]
+    #[inline(never)]
     fn ended(&mut self, err: WsError) -> CloseInfo {
         match err {
             WsError::ConnectionClosed | WsError::AlreadyClosed => self.clean_end(),
@@ -467,6 +481,8 @@ impl<H: Handler> Session<H> {
 
     /// Fails the connection: sends a close frame with `code`, gives it a
     /// moment to leave, then ends.
+    #[cold]
+    #[inline(never)]
     fn fail_with(&mut self, code: u16, reason: &str) -> CloseInfo {
         let frame = CloseFrame {
             code: CloseCode::from(code),
