@@ -210,7 +210,7 @@ fn join(ctx: &Context, new: NewClient) -> Option<Box<Session<HubHandler>>> {
         protocol: new.protocol,
     };
     // Err: the hub has stopped.
-    ctx.hub.send(Event::Join(info, outbox)).ok()?;
+    ctx.hub.send(Event::Join(Box::new((info, outbox)))).ok()?;
     Some(session)
 }
 

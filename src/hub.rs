@@ -82,10 +82,14 @@ pub struct ClientInfo {
 }
 
 /// What other threads tell the hub.
+///
+/// The hub's channel preallocates a slot for every event it can hold, so
+/// the rare, large events are boxed and a slot is little more than a
+/// message.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A session finished its handshake.
-    Join(ClientInfo, Outbox),
+    Join(Box<(ClientInfo, Outbox)>),
     /// A session received a message.
     Message(u64, Message),
     /// A session ended.
@@ -95,7 +99,7 @@ pub(crate) enum Event {
     /// A session dropped a message it received, for this reason.
     Dropped(&'static str),
     /// A request from the console or a library caller.
-    Command(Command),
+    Command(Box<Command>),
 }
 
 /// Requests that come from the console or the library.
@@ -224,12 +228,15 @@ impl Hub {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Join(info, outbox) => self.join(info, outbox),
+            Event::Join(joined) => {
+                let (info, outbox) = *joined;
+                self.join(info, outbox);
+            }
             Event::Message(id, msg) => self.message(id, msg),
             Event::Leave(id, close) => self.leave(id, close),
             Event::Rejected(reason) => self.stats.reject(reason),
             Event::Dropped(reason) => self.stats.drop(reason, 1),
-            Event::Command(cmd) => self.command(cmd),
+            Event::Command(cmd) => self.command(*cmd),
         }
     }
 
