@@ -236,13 +236,14 @@ impl Acceptor {
 /// 12.4-12.6 k with reuse). Ends when no connection comes in time or the
 /// acceptor has stopped, so a quiet server keeps no spare threads.
 fn run_worker(ctx: &Context, mut job: Job, waiting: &Receiver<Job>) {
+    let mut reactor = None;
     loop {
         {
             let _slot = Slot {
                 ctx,
                 ip: job.peer.ip(),
             };
-            serve_connection(ctx, job.tcp, job.peer, job.id);
+            serve_connection(ctx, job.tcp, job.peer, job.id, &mut reactor);
         }
         if ctx.idle_workers.fetch_add(1, Ordering::SeqCst) >= MAX_IDLE_WORKERS {
             ctx.idle_workers.fetch_sub(1, Ordering::SeqCst);

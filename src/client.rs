@@ -26,7 +26,7 @@ use tungstenite::{Error as WsError, Message};
 use crate::close::CloseInfo;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::session::{self, Handler, Outbox, Timing};
+use crate::session::{self, Handler, Outbox, Reactor, Timing};
 use crate::stream::Stream;
 
 /// Messages that may wait to be sent before [`Client::send`] blocks.
@@ -124,12 +124,13 @@ impl Client {
             close_timeout: cfg.close_timeout,
         };
         let handler = AppHandler { tx: tx.clone() };
-        let (session, outbox) = session::pair(ws, handler, timing, Some(SEND_QUEUE))
+        let reactor = Reactor::new().map_err(|e| Error::io("starting the session", e))?;
+        let (session, outbox) = session::pair(ws, handler, timing, Some(SEND_QUEUE), reactor)
             .map_err(|e| Error::io("starting the session", e))?;
         thread::Builder::new()
             .name("wshub-client-session".into())
             .spawn(move || {
-                let info = session.run();
+                let (info, _) = session.run();
                 let _ = tx.send(Incoming::Closed(info));
             })
             .map_err(|e| Error::io("starting the session thread", e))?;

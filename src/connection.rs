@@ -24,7 +24,7 @@ use crate::http::{self, HeadError, Response};
 use crate::hub::{ClientInfo, Event};
 use crate::naming;
 use crate::server::Context;
-use crate::session::{self, Handler, Session, Timing};
+use crate::session::{self, Handler, Reactor, Session, Timing};
 use crate::stream::Stream;
 use crate::web;
 
@@ -34,9 +34,18 @@ use crate::web;
 /// into each other, so their stack frames are never live at the same time:
 /// a silent client's thread keeps only the stack pages it touched, and the
 /// handshake's buffers would otherwise add a page to every one of them.
-pub(crate) fn serve_connection(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) {
+///
+/// `reactor` is the thread's epoll set, kept from its previous connection
+/// if it had one; a session takes it and gives it back when it ends.
+pub(crate) fn serve_connection(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    reactor: &mut Option<Reactor>,
+) {
     if let Some(new) = answer_request(ctx, tcp, peer, id) {
-        run_client(ctx, new);
+        run_client(ctx, new, reactor);
     }
 }
 
@@ -163,20 +172,32 @@ struct NewClient {
 /// being built, the client's description) are not part of the frame that
 /// stays on the stack while the session runs.
 #[inline(never)]
-fn run_client(ctx: &Context, new: NewClient) {
+fn run_client(ctx: &Context, new: NewClient, reactor: &mut Option<Reactor>) {
     let id = new.id;
-    let Some(session) = join(ctx, new) else {
+    let Some(session) = join(ctx, new, reactor.take()) else {
         return;
     };
-    let close = session.run();
+    let (close, used) = session.run();
+    *reactor = Some(used);
     leave(ctx, id, close);
 }
 
 /// Builds the session and tells the hub who joined; `None` when that
 /// failed (logged) or the hub has stopped.
 #[inline(never)]
-fn join(ctx: &Context, new: NewClient) -> Option<Box<Session<HubHandler>>> {
+fn join(
+    ctx: &Context,
+    new: NewClient,
+    reactor: Option<Reactor>,
+) -> Option<Box<Session<HubHandler>>> {
     let cfg = &ctx.cfg;
+    let reactor = match reactor.map_or_else(Reactor::new, Ok) {
+        Ok(reactor) => reactor,
+        Err(e) => {
+            warn!("cannot start a session for {}: {e}", new.peer);
+            return None;
+        }
+    };
     let ws_cfg = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
         .write_buffer_size(64 << 10)
@@ -193,7 +214,7 @@ fn join(ctx: &Context, new: NewClient) -> Option<Box<Session<HubHandler>>> {
         hub: ctx.hub.clone(),
         limit: cfg.rate_limit.map(RateLimit::new),
     };
-    let (session, outbox) = match session::pair(ws, handler, timing, None) {
+    let (session, outbox) = match session::pair(ws, handler, timing, None, reactor) {
         Ok(pair) => pair,
         Err(e) => {
             warn!("cannot start a session for {}: {e}", new.peer);

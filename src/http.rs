@@ -81,6 +81,7 @@ pub fn read_head(
     // on the heap: a connection thread's stack stays small (see
     // `connection::serve_connection`).
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut timeout_set = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -89,10 +90,14 @@ pub fn read_head(
         if stop.load(Ordering::Relaxed) {
             return Err(HeadError::Closed);
         }
-        // Wait in slices so a shutdown need not wait for slow clients.
-        stream
-            .set_timeouts(Some(left.min(STOP_CHECK)))
-            .map_err(HeadError::Io)?;
+        // Wait in slices so a shutdown need not wait for slow clients. The
+        // slice is set once, and again only to end at the deadline.
+        if !timeout_set || left < STOP_CHECK {
+            stream
+                .set_read_timeout(Some(left.min(STOP_CHECK)))
+                .map_err(HeadError::Io)?;
+            timeout_set = true;
+        }
         let filled = buf.len();
         buf.resize(filled + 1024, 0);
         let n = match stream.read(&mut buf[filled..]) {
@@ -210,7 +215,7 @@ impl Response {
     }
 }
 
-/// Writes `resp` and closes the write side, with the deadline's time left.
+/// Writes `resp` within the deadline's time left (a write timeout).
 ///
 /// # Errors
 /// When the socket fails or the deadline passes.
@@ -221,7 +226,7 @@ pub fn send(
     deadline: Instant,
 ) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
-    stream.set_timeouts(Some(left.max(Duration::from_millis(100))))?;
+    stream.set_write_timeout(Some(left.max(Duration::from_millis(100))))?;
     stream.write_all(&resp.to_bytes(head_only))?;
     stream.flush()
 }
