@@ -28,6 +28,7 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::session::{self, Handler, Outbox, Reactor, Timing};
 use crate::stream::Stream;
+use crate::wire::Wire;
 
 /// Messages that may wait to be sent before [`Client::send`] blocks.
 const SEND_QUEUE: usize = 1024;
@@ -103,12 +104,17 @@ impl Client {
             .map_err(|e| Error::io("setting the handshake timeout", e))?;
         let ws_cfg = WebSocketConfig::default()
             .read_buffer_size(16 << 10)
-            .write_buffer_size(64 << 10)
+            // Every frame goes straight into the Wire, which sends on flush.
+            .write_buffer_size(0)
             .max_message_size(Some(cfg.max_message_size))
             .max_frame_size(Some(cfg.max_message_size));
-        let (ws, response) = tungstenite::client::client_with_config(request, stream, Some(ws_cfg))
-            .map_err(|e| handshake_error(e, &host, port))?;
+        let wire = Wire::direct(stream);
+        let (mut ws, response) =
+            tungstenite::client::client_with_config(request, wire, Some(ws_cfg))
+                .map_err(|e| handshake_error(e, &host, port))?;
+        ws.get_mut().buffer_writes();
         ws.get_ref()
+            .stream()
             .set_timeouts(None)
             .map_err(|e| Error::io("clearing the handshake timeout", e))?;
         let protocol = response

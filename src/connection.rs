@@ -27,6 +27,7 @@ use crate::server::Context;
 use crate::session::{self, Handler, Reactor, Session, Timing};
 use crate::stream::Stream;
 use crate::web;
+use crate::wire::Wire;
 
 /// One connection, from the first byte to the end of its session.
 ///
@@ -200,10 +201,12 @@ fn join(
     };
     let ws_cfg = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
-        .write_buffer_size(64 << 10)
+        // Every frame goes straight into the Wire, which sends on flush.
+        .write_buffer_size(0)
         .max_message_size(Some(cfg.max_message_size))
         .max_frame_size(Some(cfg.max_message_size));
-    let ws = WebSocket::from_partially_read(new.stream, new.rest, Role::Server, Some(ws_cfg));
+    let wire = Wire::buffered(new.stream);
+    let ws = WebSocket::from_partially_read(wire, new.rest, Role::Server, Some(ws_cfg));
     let timing = Timing {
         ping_interval: cfg.ping_interval,
         idle_timeout: cfg.idle_timeout,

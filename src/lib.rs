@@ -45,11 +45,11 @@
 //!             TcpListener
 //!                  |
 //!         [acceptor thread]  accept -> HTTP or WebSocket handshake
-//!                  |  spawns one thread per accepted client
+//!                  |  one thread per client (a finished one is reused)
 //!                  v
 //!    [session thread] x N  owns its socket and its tungstenite::WebSocket
 //!        |        ^
-//!  Event |        | Message (crossbeam channel + epoll wake-up)
+//!  Event |        | frame encoded once (crossbeam channel + epoll wake-up)
 //!        v        |
 //!             [hub thread]  owns the client map; routes, fans out, counts
 //!                  ^
@@ -63,6 +63,8 @@
 //!   session as a hub client.
 //! - [`session`]: the per-connection loop, full duplex
 //!   without polling (why is explained there).
+//! - [`wire`]: the session's ordered send buffer, and the frames the hub
+//!   encodes once for all their receivers.
 //! - [`hub`]: routing, offline queues, slow-consumer policy, counters.
 //! - [`client`] and [`reconnect`]: the client side, on the same session loop.
 //!
@@ -118,6 +120,7 @@ pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod web;
+mod wire;
 
 pub use client::{Client, RecvTimeoutError};
 pub use close::CloseInfo;

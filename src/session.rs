@@ -23,12 +23,13 @@
 //!
 //! The queueing side wakes a session only when it may be asleep (the
 //! `asleep` flag), not once per message. A woken session drains what is
-//! queued, writes it into tungstenite's buffer and flushes once, so one
+//! queued into its [`Wire`] (frames the hub encoded once are copied as
+//! they are; tungstenite frames the rest) and flushes once, so one
 //! `write()` carries many frames. Readiness is edge-triggered, so the loop
 //! remembers whether the socket may still have data (`readable`) or is full
 //! (`write_blocked`) and skips syscalls that would only say `WouldBlock`.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -42,7 +43,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::close::{clip_reason, CloseInfo};
-use crate::stream::Stream;
+use crate::wire::{Outgoing, Wire};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -50,6 +51,9 @@ const WAKE: Token = Token(1);
 const READ_BATCH: usize = 64;
 /// Most messages written per loop turn before the loop flushes and reads.
 const WRITE_BATCH: usize = 256;
+/// Queued bytes at which the loop sends before queueing more, so one turn
+/// of large messages cannot pile up in memory.
+const FLUSH_AT: usize = 64 << 10;
 
 /// What a session sleeps on: an epoll set and the waker registered in it.
 ///
@@ -101,7 +105,7 @@ struct Shared {
 /// The handle other threads use to queue messages for one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: Sender<Message>,
+    tx: Sender<Outgoing>,
     shared: Arc<Shared>,
 }
 
@@ -109,15 +113,15 @@ impl Outbox {
     /// Queues `msg` and wakes the session if it sleeps. Returns `false`
     /// when the session has ended. Blocks while a bounded outbox is full.
     pub(crate) fn push(&self, msg: Message) -> bool {
-        let queued = self.push_quiet(msg);
+        let queued = self.push_quiet(Outgoing::Message(msg));
         self.wake();
         queued
     }
 
     /// Queues without waking; call [`Outbox::wake`] after a batch.
-    pub(crate) fn push_quiet(&self, msg: Message) -> bool {
-        self.shared.bytes.fetch_add(msg.len(), Ordering::Relaxed);
-        self.tx.send(msg).is_ok()
+    pub(crate) fn push_quiet(&self, item: Outgoing) -> bool {
+        self.shared.bytes.fetch_add(item.len(), Ordering::Relaxed);
+        self.tx.send(item).is_ok()
     }
 
     /// Wakes the session if it is asleep (at most one syscall per sleep).
@@ -173,9 +177,9 @@ pub(crate) struct Timing {
 
 /// One connection's loop; see the module docs.
 pub(crate) struct Session<H> {
-    ws: WebSocket<Stream>,
+    ws: WebSocket<Wire>,
     reactor: Reactor,
-    inbox: Receiver<Message>,
+    inbox: Receiver<Outgoing>,
     shared: Arc<Shared>,
     handler: H,
     timing: Timing,
@@ -200,15 +204,15 @@ pub(crate) struct Session<H> {
 /// When the socket cannot be made non-blocking or registered with epoll.
 #[inline(never)] // its frame is not kept under the session loop's
 pub(crate) fn pair<H: Handler>(
-    ws: WebSocket<Stream>,
+    ws: WebSocket<Wire>,
     handler: H,
     timing: Timing,
     capacity: Option<usize>,
     reactor: Reactor,
 ) -> io::Result<(Box<Session<H>>, Outbox)> {
-    ws.get_ref().set_nonblocking(true)?;
+    ws.get_ref().stream().set_nonblocking(true)?;
     // The previous session's socket left the set when it was closed.
-    let fd = ws.get_ref().as_raw_fd();
+    let fd = ws.get_ref().stream().as_raw_fd();
     reactor.poll.registry().register(
         &mut SourceFd(&fd),
         SOCKET,
@@ -261,7 +265,13 @@ impl<H: Handler> Session<H> {
                 break end;
             }
         };
-        self.ws.get_ref().shutdown();
+        // A server that has answered the peer's close frame leaves the
+        // answer in the wire (tungstenite reports the connection closed
+        // before it flushes).
+        if self.ws.get_ref().pending() > 0 {
+            self.drain(Instant::now() + self.timing.close_timeout);
+        }
+        self.ws.get_ref().stream().shutdown();
         // Dropping the WebSocket closes the socket, which takes it out of
         // the epoll set.
         (end, self.reactor)
@@ -317,17 +327,32 @@ impl<H: Handler> Session<H> {
         Ok(())
     }
 
-    /// Moves queued messages into tungstenite's write buffer.
+    /// Moves queued messages into the wire's buffer: encoded frames as
+    /// they are, messages through tungstenite. Sends along the way when
+    /// the buffer is large.
     fn write_queued(&mut self) -> Result<(), End> {
         for _ in 0..WRITE_BATCH {
             if self.our_close.is_some() || self.write_blocked {
                 return Ok(());
             }
-            let Ok(msg) = self.inbox.try_recv() else {
+            let Ok(item) = self.inbox.try_recv() else {
                 return Ok(());
             };
-            self.shared.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
-            self.ws.write(msg).or_else(|e| self.soft(e))?;
+            self.shared.bytes.fetch_sub(item.len(), Ordering::Relaxed);
+            match item {
+                Outgoing::Frame(frame) => {
+                    // After a close frame went out (ours, or tungstenite's
+                    // reply to the peer's), nothing more may follow it.
+                    if !self.ws.can_write() {
+                        return Ok(());
+                    }
+                    self.ws.get_mut().queue(&frame);
+                }
+                Outgoing::Message(msg) => self.ws.write(msg).or_else(|e| self.soft(e))?,
+            }
+            if self.ws.get_ref().pending() >= FLUSH_AT {
+                self.flush()?;
+            }
         }
         Ok(())
     }
@@ -344,7 +369,7 @@ impl<H: Handler> Session<H> {
         self.ws.close(Some(frame)).or_else(|e| self.soft(e))
     }
 
-    /// Writes tungstenite's buffer to the socket.
+    /// Sends tungstenite's pending replies and the wire's buffer.
     fn flush(&mut self) -> Result<(), End> {
         self.ws.flush().or_else(|e| self.soft(e))
     }
@@ -538,31 +563,54 @@ impl<H: Handler> Session<H> {
     /// frame before the peer reads it; this avoids that.
     fn linger(&mut self) {
         let deadline = Instant::now() + self.timing.close_timeout;
+        // tungstenite's frames into the wire, then the wire to the socket.
+        let _ = self.ws.flush();
+        if !self.drain(deadline) {
+            return;
+        }
+        let _ = self
+            .ws
+            .get_ref()
+            .stream()
+            .tcp()
+            .shutdown(std::net::Shutdown::Write);
         let mut scratch = [0u8; 1024];
-        let mut flushed = false;
         while Instant::now() < deadline {
-            if !flushed {
-                match self.ws.flush() {
-                    Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                    _ => {
-                        flushed = true;
-                        let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Write);
-                    }
-                }
+            match self.ws.get_mut().read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
-            if flushed {
-                match self.ws.get_mut().read(&mut scratch) {
-                    Ok(0) => return,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reactor = &mut self.reactor;
-            if reactor.poll.poll(&mut reactor.events, Some(left)).is_err() {
+            if !self.wait(deadline) {
                 return;
             }
         }
+    }
+
+    /// Sends what the wire holds, waiting for the socket until `deadline`;
+    /// `false` when that failed or took too long.
+    fn drain(&mut self, deadline: Instant) -> bool {
+        loop {
+            match self.ws.get_mut().flush() {
+                Ok(()) => return true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+            if !self.wait(deadline) {
+                return false;
+            }
+        }
+    }
+
+    /// Sleeps until the socket has news or `deadline` passes; `false` when
+    /// the deadline has passed or epoll failed.
+    fn wait(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let reactor = &mut self.reactor;
+        reactor.poll.poll(&mut reactor.events, Some(left)).is_ok()
     }
 }

@@ -1,0 +1,205 @@
+//! The bytes a session sends: one ordered buffer under tungstenite, and
+//! frames the hub encodes once for all their receivers.
+//!
+//! # Who owns what
+//!
+//! A [`Wire`] belongs to one session thread, inside its `WebSocket`: it is
+//! the stream tungstenite reads from and writes to. An [`Outgoing`] item
+//! is made by the hub (or the client's caller) and moves through the
+//! session's outbox; the bytes of a [`Frame`] are shared, read-only, by
+//! every session it was sent to.
+//!
+//! # Why a buffer of our own
+//!
+//! A broadcast to N clients used to be framed N times: tungstenite builds
+//! a header and copies the payload into each receiver's write buffer. The
+//! hub now frames a message once ([`Frame::encode`]) and each session
+//! copies the finished bytes into its [`Wire`], the same buffer that
+//! tungstenite writes its own frames into (pongs, pings, close frames).
+//! Because both go through this one buffer, in the order they were
+//! written, frames never interleave on the socket. tungstenite is set to
+//! hand every frame over at once (`write_buffer_size(0)`), and [`Wire`]
+//! always takes whole writes, so the buffer only ever holds whole frames.
+//! Bytes reach the socket on `flush`, normally once per session wake-up.
+
+use std::io::{self, ErrorKind, Read, Write};
+
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame as WsFrame;
+use tungstenite::{Bytes, Message};
+
+use crate::stream::Stream;
+
+/// A whole server-to-client frame (unmasked), encoded once and shared by
+/// every session it is queued for.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    bytes: Bytes,
+    payload: usize,
+}
+
+impl Frame {
+    /// Encodes a text or binary message as one final frame; `None` for
+    /// other kinds (they go to tungstenite as messages).
+    pub(crate) fn encode(msg: &Message) -> Option<Frame> {
+        let (opcode, payload) = match msg {
+            Message::Text(text) => (Data::Text, Bytes::from(text.clone())),
+            Message::Binary(data) => (Data::Binary, data.clone()),
+            _ => return None,
+        };
+        let len = payload.len();
+        let frame = WsFrame::message(payload, OpCode::Data(opcode), true);
+        let mut bytes = Vec::with_capacity(frame.len());
+        frame.format(&mut bytes).ok()?;
+        Some(Frame {
+            bytes: Bytes::from(bytes),
+            payload: len,
+        })
+    }
+
+    /// The frame as it goes on the wire.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What a session is asked to send.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// A message for tungstenite to frame (a client's frames are masked
+    /// with a fresh key each, so they cannot be shared).
+    Message(Message),
+    /// A frame the hub encoded.
+    Frame(Frame),
+}
+
+impl Outgoing {
+    /// A server's way to send `msg`: encoded when it is data.
+    pub(crate) fn encode(msg: Message) -> Outgoing {
+        match Frame::encode(&msg) {
+            Some(frame) => Outgoing::Frame(frame),
+            None => Outgoing::Message(msg),
+        }
+    }
+
+    /// Payload bytes (what the queue limits count).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outgoing::Message(msg) => msg.len(),
+            Outgoing::Frame(frame) => frame.payload,
+        }
+    }
+}
+
+/// The stream under a session's `WebSocket`: reads go straight to the
+/// socket; writes are queued whole and sent on `flush`.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    stream: Stream,
+    out: Vec<u8>,
+    // Bytes of `out` already sent.
+    sent: usize,
+    // Until `buffer_writes`, writes go straight through (a client's
+    // blocking handshake).
+    buffered: bool,
+}
+
+impl Wire {
+    /// Wraps `stream`, queueing writes from the start (a server: its
+    /// handshake answer went out before).
+    pub(crate) fn buffered(stream: Stream) -> Wire {
+        Wire {
+            stream,
+            out: Vec::new(),
+            sent: 0,
+            buffered: true,
+        }
+    }
+
+    /// Wraps `stream`, writing straight through until
+    /// [`Wire::buffer_writes`] (a client, whose handshake tungstenite runs).
+    pub(crate) fn direct(stream: Stream) -> Wire {
+        Wire {
+            buffered: false,
+            ..Wire::buffered(stream)
+        }
+    }
+
+    /// From now on, queue writes until `flush`.
+    pub(crate) fn buffer_writes(&mut self) {
+        self.buffered = true;
+    }
+
+    /// Queues a frame behind what is already queued.
+    pub(crate) fn queue(&mut self, frame: &Frame) {
+        self.out.extend_from_slice(frame.as_bytes());
+    }
+
+    /// Bytes queued and not yet sent.
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// The socket underneath.
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Wire {
+    /// Takes all of `buf` (never a part, never `WouldBlock`), so the queue
+    /// holds whole frames only.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.buffered {
+            return self.stream.write(buf);
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    /// Sends what is queued; `WouldBlock` when the socket takes only part
+    /// of it (the rest stays queued, in order).
+    fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        self.stream.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_rfc_6455_header_and_the_payload() {
+        let frame = |msg: Message| Frame::encode(&msg).expect("data encodes");
+        assert_eq!(frame(Message::text("hi")).as_bytes(), b"\x81\x02hi");
+        assert_eq!(
+            frame(Message::binary(vec![1u8, 2, 3])).as_bytes(),
+            [0x82, 3, 1, 2, 3]
+        );
+        // 126..=65535 bytes: a 16-bit length; more: a 64-bit length.
+        let long = frame(Message::text("x".repeat(126)));
+        assert_eq!(long.as_bytes()[..4], [0x81, 126, 0, 126]);
+        assert_eq!(long.as_bytes().len(), 4 + 126);
+        let longer = frame(Message::binary(vec![7u8; 65_536]));
+        assert_eq!(longer.as_bytes()[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(longer.as_bytes().len(), 10 + 65_536);
+        assert_eq!(longer.payload, 65_536);
+        assert!(Frame::encode(&Message::Ping(Bytes::new())).is_none());
+    }
+}
