@@ -22,11 +22,15 @@
 //!
 //! # Batching
 //!
+//! A message is framed once ([`Frame`]) however many clients receive it.
 //! The hub handles the events already waiting (up to [`WAKE_AFTER`]
 //! deliveries' worth) before it wakes the sessions it queued for, so a
 //! burst of messages costs each receiver one wake-up and one `write()`,
-//! not one per message. When its channel runs empty it wakes them at once,
-//! so a lone message is not delayed.
+//! not one per message. Until then it collects each receiver's frames in
+//! a batch of its own and hands the batch over in one piece when it wakes
+//! that receiver: one channel send per receiver and round, not one per
+//! message. When its channel runs empty it wakes them at once, so a lone
+//! message is not delayed.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,7 +46,7 @@ use crate::config::{Mode, ServerConfig};
 use crate::naming::show_room;
 use crate::session::Outbox;
 use crate::stats::Stats;
-use crate::wire::Outgoing;
+use crate::wire::Frame;
 
 /// Deliveries queued before the hub stops to wake the sessions it queued
 /// for (it also wakes them whenever its channel runs empty). Measured with
@@ -51,10 +55,10 @@ use crate::wire::Outgoing;
 /// deliveries 7.0-7.9 M/s, because each woken session then writes more
 /// frames per `write()`.
 const WAKE_AFTER: usize = 32768;
-/// A receiver with this many messages waiting (or half its send queue, if
-/// less) is woken at once, without waiting for the end of the round, so a
-/// busy receiver's queue never nears its limit just because the hub was
-/// busy.
+/// A receiver with this many messages batched (or half its send queue,
+/// if less) gets them and is woken at once, without waiting for the end of
+/// the round, so a busy receiver's queue never nears its limit just
+/// because the hub was busy.
 const WAKE_EARLY: usize = 256;
 /// Events handled at most between two wake rounds, for events that queue
 /// nothing (a flood of messages to nobody).
@@ -156,6 +160,11 @@ struct Entry {
     closing: bool,
     // Queued for during this batch and not yet woken.
     dirty: bool,
+    // Frames queued during this round, handed to the session in one piece
+    // when it is woken (one channel send per receiver and round, not per
+    // message), and their payload bytes.
+    batch: Vec<Frame>,
+    batch_bytes: usize,
 }
 
 /// The hub's state; only the hub thread touches it.
@@ -289,6 +298,8 @@ impl Hub {
                 outbox,
                 closing: false,
                 dirty: false,
+                batch: Vec::new(),
+                batch_bytes: 0,
             },
         );
         if self.shutting_down.is_some() {
@@ -335,7 +346,9 @@ impl Hub {
             return;
         }
         if self.cfg.mode == Mode::Echo {
-            self.deliver(from, &Outgoing::encode(msg));
+            if let Some(frame) = self.frame(&msg) {
+                self.deliver(from, &frame);
+            }
             return;
         }
         let receiver = match &msg {
@@ -380,7 +393,9 @@ impl Hub {
         info!("delivering {} queued messages to {name}", queue.len());
         for msg in queue {
             self.offline_bytes -= offline_cost(&msg);
-            self.deliver(id, &Outgoing::encode(msg));
+            if let Some(frame) = self.frame(&msg) {
+                self.deliver(id, &frame);
+            }
         }
     }
 
@@ -390,8 +405,12 @@ impl Hub {
         if ids.is_empty() {
             return 0;
         }
-        let out = Outgoing::encode(msg.clone());
-        ids.into_iter().filter(|id| self.deliver(*id, &out)).count()
+        let Some(frame) = self.frame(msg) else {
+            return 0;
+        };
+        ids.into_iter()
+            .filter(|id| self.deliver(*id, &frame))
+            .count()
     }
 
     /// Sends to every other client in the sender's room.
@@ -405,10 +424,11 @@ impl Hub {
             return;
         };
         // Framed once for all the receivers.
-        let out = Outgoing::encode(msg.clone());
-        for &id in &ids {
-            if id != from {
-                self.deliver(id, &out);
+        if let Some(frame) = self.frame(msg) {
+            for &id in &ids {
+                if id != from {
+                    self.deliver(id, &frame);
+                }
             }
         }
         if let Some(sender) = self.clients.get(&from) {
@@ -418,18 +438,29 @@ impl Hub {
         }
     }
 
-    /// Queues `msg` for client `id` unless it is closing or too slow.
+    /// Frames `msg` once for all its receivers. Only text and binary
+    /// messages are routed (a session answers pings and closes itself).
+    fn frame(&mut self, msg: &Message) -> Option<Frame> {
+        let frame = Frame::encode(msg);
+        if frame.is_none() {
+            warn!("not sent: only text and binary messages are routed");
+            self.stats.drop("not a data message", 1);
+        }
+        frame
+    }
+
+    /// Queues `frame` for client `id` unless it is closing or too slow.
     /// Returns whether it was queued.
-    fn deliver(&mut self, id: u64, msg: &Outgoing) -> bool {
+    fn deliver(&mut self, id: u64, frame: &Frame) -> bool {
         let Some(entry) = self.clients.get_mut(&id) else {
             return false;
         };
         if entry.closing {
             return false;
         }
-        let len = msg.len();
-        let backlog = entry.outbox.len();
-        let bytes = entry.outbox.bytes() + len;
+        let len = frame.payload();
+        let backlog = entry.outbox.len() + entry.batch.len();
+        let bytes = entry.outbox.bytes() + entry.batch_bytes + len;
         let limits = &self.limits;
         let over = backlog >= limits.messages || bytes > limits.bytes;
         let far_over = backlog >= limits.hard_messages || bytes > limits.hard_bytes;
@@ -442,9 +473,11 @@ impl Hub {
             self.close(id, 1008, "too slow: send queue full");
             return false;
         }
-        entry.outbox.push_quiet(msg.clone());
+        entry.batch.push(frame.clone());
+        entry.batch_bytes += len;
         self.queued += 1;
-        if backlog + 1 >= self.limits.wake_at {
+        if entry.batch.len() >= self.limits.wake_at {
+            hand_over(entry);
             entry.outbox.wake();
         }
         self.stats.messages_out += 1;
@@ -461,6 +494,8 @@ impl Hub {
         if let Some(entry) = self.clients.get_mut(&id) {
             if !entry.closing {
                 entry.closing = true;
+                // What was queued before goes out before the close frame.
+                hand_over(entry);
                 entry.outbox.close(code, reason);
             }
         }
@@ -472,6 +507,7 @@ impl Hub {
         for id in self.dirty.drain(..) {
             if let Some(entry) = self.clients.get_mut(&id) {
                 entry.dirty = false;
+                hand_over(entry);
                 entry.outbox.wake();
             }
         }
@@ -481,9 +517,10 @@ impl Hub {
         match cmd {
             Command::Broadcast(msg) => {
                 let ids: Vec<u64> = self.clients.keys().copied().collect();
-                let out = Outgoing::encode(msg);
-                for id in ids {
-                    self.deliver(id, &out);
+                if let Some(frame) = self.frame(&msg) {
+                    for id in ids {
+                        self.deliver(id, &frame);
+                    }
                 }
             }
             Command::SendTo(name, msg, reply) => {
@@ -525,6 +562,15 @@ impl Hub {
 }
 
 /// Removes `id` from the index list under `key`, dropping empty lists.
+/// Gives the frames queued for `entry` this round to its session.
+fn hand_over(entry: &mut Entry) {
+    if !entry.batch.is_empty() {
+        let frames = std::mem::take(&mut entry.batch);
+        entry.outbox.push_frames(frames, entry.batch_bytes);
+        entry.batch_bytes = 0;
+    }
+}
+
 fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
     if let Some(ids) = index.get_mut(key) {
         ids.retain(|x| *x != id);

@@ -43,7 +43,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::close::{clip_reason, CloseInfo};
-use crate::wire::{Outgoing, Wire};
+use crate::wire::{Frame, Outgoing, Wire};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -93,7 +93,9 @@ struct Shared {
     waker: Arc<Waker>,
     // Set by the session just before it sleeps, cleared when it wakes.
     asleep: AtomicBool,
-    // Payload bytes queued and not yet taken by the session.
+    // Items (messages or frames) queued and not yet taken by the session.
+    count: AtomicUsize,
+    // Their payload bytes.
     bytes: AtomicUsize,
     // Set by the session while the socket refuses more bytes.
     blocked: AtomicBool,
@@ -110,18 +112,24 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Queues `msg` and wakes the session if it sleeps. Returns `false`
-    /// when the session has ended. Blocks while a bounded outbox is full.
+    /// Queues `msg` for tungstenite to frame and wakes the session if it
+    /// sleeps. Returns `false` when the session has ended. Blocks while a
+    /// bounded outbox is full.
     pub(crate) fn push(&self, msg: Message) -> bool {
-        let queued = self.push_quiet(Outgoing::Message(msg));
+        self.shared.count.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(msg.len(), Ordering::Relaxed);
+        let queued = self.tx.send(Outgoing::Message(msg)).is_ok();
         self.wake();
         queued
     }
 
-    /// Queues without waking; call [`Outbox::wake`] after a batch.
-    pub(crate) fn push_quiet(&self, item: Outgoing) -> bool {
-        self.shared.bytes.fetch_add(item.len(), Ordering::Relaxed);
-        self.tx.send(item).is_ok()
+    /// Queues encoded frames, in order, without waking (call
+    /// [`Outbox::wake`]); `payload` is their payload bytes together.
+    /// Returns `false` when the session has ended.
+    pub(crate) fn push_frames(&self, frames: Vec<Frame>, payload: usize) -> bool {
+        self.shared.count.fetch_add(frames.len(), Ordering::Relaxed);
+        self.shared.bytes.fetch_add(payload, Ordering::Relaxed);
+        self.tx.send(Outgoing::Frames { frames, payload }).is_ok()
     }
 
     /// Wakes the session if it is asleep (at most one syscall per sleep).
@@ -148,7 +156,7 @@ impl Outbox {
 
     /// Items queued and not yet taken.
     pub(crate) fn len(&self) -> usize {
-        self.tx.len()
+        self.shared.count.load(Ordering::Relaxed)
     }
 
     /// Payload bytes queued and not yet taken.
@@ -180,6 +188,8 @@ pub(crate) struct Session<H> {
     ws: WebSocket<Wire>,
     reactor: Reactor,
     inbox: Receiver<Outgoing>,
+    // The rest of the batch of frames taken from the inbox last.
+    current: std::vec::IntoIter<Frame>,
     shared: Arc<Shared>,
     handler: H,
     timing: Timing,
@@ -221,6 +231,7 @@ pub(crate) fn pair<H: Handler>(
     let shared = Arc::new(Shared {
         waker: reactor.waker.clone(),
         asleep: AtomicBool::new(false),
+        count: AtomicUsize::new(0),
         bytes: AtomicUsize::new(0),
         blocked: AtomicBool::new(false),
         close: OnceLock::new(),
@@ -235,6 +246,7 @@ pub(crate) fn pair<H: Handler>(
         ws,
         reactor,
         inbox,
+        current: Vec::new().into_iter(),
         shared: shared.clone(),
         handler,
         timing,
@@ -285,7 +297,7 @@ impl<H: Handler> Session<H> {
             self.write_queued()?;
             self.flush()?;
         }
-        if self.our_close.is_none() && (self.write_blocked || self.inbox.is_empty()) {
+        if self.our_close.is_none() && (self.write_blocked || !self.has_queued()) {
             // A requested close goes out behind what was queued before it,
             // unless the socket is stuck and the queue cannot drain.
             if let Some((code, reason)) = self.shared.close.get() {
@@ -335,26 +347,45 @@ impl<H: Handler> Session<H> {
             if self.our_close.is_some() || self.write_blocked {
                 return Ok(());
             }
-            let Ok(item) = self.inbox.try_recv() else {
-                return Ok(());
-            };
-            self.shared.bytes.fetch_sub(item.len(), Ordering::Relaxed);
-            match item {
-                Outgoing::Frame(frame) => {
-                    // After a close frame went out (ours, or tungstenite's
-                    // reply to the peer's), nothing more may follow it.
-                    if !self.ws.can_write() {
-                        return Ok(());
-                    }
-                    self.ws.get_mut().queue(&frame);
+            if let Some(frame) = self.current.next() {
+                // After a close frame went out (ours, or tungstenite's
+                // reply to the peer's), nothing more may follow it.
+                if !self.ws.can_write() {
+                    self.current = Vec::new().into_iter();
+                    return Ok(());
                 }
-                Outgoing::Message(msg) => self.ws.write(msg).or_else(|e| self.soft(e))?,
+                self.ws.get_mut().queue(&frame);
+            } else {
+                let Ok(item) = self.inbox.try_recv() else {
+                    return Ok(());
+                };
+                match item {
+                    Outgoing::Frames { frames, payload } => {
+                        self.taken(frames.len(), payload);
+                        self.current = frames.into_iter();
+                    }
+                    Outgoing::Message(msg) => {
+                        self.taken(1, msg.len());
+                        self.ws.write(msg).or_else(|e| self.soft(e))?;
+                    }
+                }
             }
             if self.ws.get_ref().pending() >= FLUSH_AT {
                 self.flush()?;
             }
         }
         Ok(())
+    }
+
+    /// Takes items off the outbox's books.
+    fn taken(&self, count: usize, bytes: usize) {
+        self.shared.count.fetch_sub(count, Ordering::Relaxed);
+        self.shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether anything waits to be written.
+    fn has_queued(&self) -> bool {
+        self.current.len() > 0 || !self.inbox.is_empty()
     }
 
     /// Sends our close frame and starts the close timer.
@@ -437,14 +468,14 @@ impl<H: Handler> Session<H> {
 
     /// Sleeps until the socket or the waker has news, or the next timer.
     fn sleep(&mut self, started: Instant) -> Result<(), End> {
-        let more_to_write = !self.write_blocked && !self.inbox.is_empty();
+        let more_to_write = !self.write_blocked && self.has_queued();
         if self.readable || (more_to_write && self.our_close.is_none()) {
             return Ok(());
         }
         self.shared.asleep.store(true, Ordering::SeqCst);
         // A message queued between the check above and the flag is caught
         // here; one queued after the flag finds it set and wakes us.
-        if !self.write_blocked && !self.inbox.is_empty() && self.our_close.is_none() {
+        if !self.write_blocked && self.has_queued() && self.our_close.is_none() {
             self.shared.asleep.store(false, Ordering::SeqCst);
             return Ok(());
         }

@@ -64,30 +64,25 @@ impl Frame {
 }
 
 /// What a session is asked to send.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Outgoing {
     /// A message for tungstenite to frame (a client's frames are masked
     /// with a fresh key each, so they cannot be shared).
     Message(Message),
-    /// A frame the hub encoded.
-    Frame(Frame),
+    /// Frames the hub encoded, in order: everything the hub queued for one
+    /// receiver between two wake-ups, handed over at once.
+    Frames {
+        /// The frames.
+        frames: Vec<Frame>,
+        /// Their payload bytes together.
+        payload: usize,
+    },
 }
 
-impl Outgoing {
-    /// A server's way to send `msg`: encoded when it is data.
-    pub(crate) fn encode(msg: Message) -> Outgoing {
-        match Frame::encode(&msg) {
-            Some(frame) => Outgoing::Frame(frame),
-            None => Outgoing::Message(msg),
-        }
-    }
-
+impl Frame {
     /// Payload bytes (what the queue limits count).
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Outgoing::Message(msg) => msg.len(),
-            Outgoing::Frame(frame) => frame.payload,
-        }
+    pub(crate) fn payload(&self) -> usize {
+        self.payload
     }
 }
 
