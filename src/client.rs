@@ -113,9 +113,9 @@ impl Client {
             tungstenite::client::client_with_config(request, wire, Some(ws_cfg))
                 .map_err(|e| handshake_error(e, &host, port))?;
         ws.get_mut().buffer_writes();
-        ws.get_ref()
-            .stream()
-            .set_timeouts(None)
+        let tcp = ws.get_ref().tcp();
+        tcp.set_read_timeout(None)
+            .and_then(|()| tcp.set_write_timeout(None))
             .map_err(|e| Error::io("clearing the handshake timeout", e))?;
         let protocol = response
             .headers()
@@ -131,8 +131,9 @@ impl Client {
         };
         let handler = AppHandler { tx: tx.clone() };
         let reactor = Reactor::new().map_err(|e| Error::io("starting the session", e))?;
-        let (session, outbox) = session::pair(ws, handler, timing, Some(SEND_QUEUE), reactor)
-            .map_err(|e| Error::io("starting the session", e))?;
+        let (session, outbox) =
+            session::pair(ws, handler, timing, Some(SEND_QUEUE), reactor, false)
+                .map_err(|e| Error::io("starting the session", e))?;
         thread::Builder::new()
             .name("wshub-client-session".into())
             .spawn(move || {

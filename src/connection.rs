@@ -217,7 +217,7 @@ fn join(
         hub: ctx.hub.clone(),
         limit: cfg.rate_limit.map(RateLimit::new),
     };
-    let (session, outbox) = match session::pair(ws, handler, timing, None, reactor) {
+    let (session, outbox) = match session::pair(ws, handler, timing, None, reactor, true) {
         Ok(pair) => pair,
         Err(e) => {
             warn!("cannot start a session for {}: {e}", new.peer);

@@ -51,8 +51,8 @@
 //!        |        ^
 //!  Event |        | frame encoded once (crossbeam channel + epoll wake-up)
 //!        v        |
-//!             [hub thread]  owns the client map; routes, fans out, counts
-//!                  ^
+//!             [hub thread]  owns the client map; routes, fans out, counts;
+//!                  ^        writes a lone frame to a sleeping session's socket
 //!                  | Command
 //!    [console thread] (stdin), signal handler, library callers
 //! ```

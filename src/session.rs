@@ -2,10 +2,14 @@
 //!
 //! # Who owns what
 //!
-//! A session thread owns one [`WebSocket`] and its socket, alone. Other
-//! threads (the hub on the server, the application on the client) reach it
-//! only through its [`Outbox`]: a crossbeam channel of messages, a close
-//! request, and a wake-up.
+//! A session thread owns one [`WebSocket`] and its socket. Other threads
+//! (the hub on the server, the application on the client) reach it only
+//! through its [`Outbox`]: a crossbeam channel of messages, a close
+//! request, and a wake-up. One exception, on the server over plain TCP:
+//! while the session sleeps with nothing to send, it lends its socket's
+//! write side to the hub, which then writes a lone message's frame itself
+//! instead of waking the thread ([`Direct`]; the lock makes the two
+//! writers take turns).
 //!
 //! # Why readiness waiting, not a blocking read
 //!
@@ -30,9 +34,10 @@
 //! (`write_blocked`) and skips syscalls that would only say `WouldBlock`.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -102,6 +107,28 @@ struct Shared {
     // A close the owner asked for: sent once the queue is drained, or at
     // once when the socket is stuck and the queue cannot drain.
     close: OnceLock<(u16, String)>,
+    // The hub's way to write to this session's socket while it sleeps
+    // (plain TCP on the server only).
+    direct: Option<Mutex<Direct>>,
+}
+
+/// A sleeping session's socket, lent to the hub.
+///
+/// Waking a thread to write one frame costs more than the write (an
+/// eventfd write, two context switches and an `epoll_wait`), which is most
+/// of the CPU a delivery costs when messages come one at a time. So while
+/// a session sleeps with nothing queued and nothing buffered, it marks its
+/// socket open here, and the hub writes a lone message's frame itself. The
+/// session closes the socket to the hub (under this lock) before it
+/// writes anything of its own, so the two never interleave, and it only
+/// opens it while it may still send data frames (no close frame sent).
+/// What the socket does not take at once is left here for the session,
+/// which sends it before anything else.
+#[derive(Debug)]
+struct Direct {
+    tcp: Arc<TcpStream>,
+    open: bool,
+    leftover: Vec<u8>,
 }
 
 /// The handle other threads use to queue messages for one session.
@@ -157,6 +184,54 @@ impl Outbox {
     /// Items queued and not yet taken.
     pub(crate) fn len(&self) -> usize {
         self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes `frames` straight to the session's socket if the session
+    /// sleeps with nothing queued (see [`Direct`]). Returns `false` when it
+    /// did not (the caller queues them instead); `true` when they were sent,
+    /// or handed to the session (woken) for what the socket did not take.
+    pub(crate) fn write_direct(&self, frames: &[Frame]) -> bool {
+        let Some(direct) = &self.shared.direct else {
+            return false;
+        };
+        // A session that holds the lock is awake: queue instead of waiting.
+        let Ok(mut direct) = direct.try_lock() else {
+            return false;
+        };
+        // Anything handed over and not taken yet must go first.
+        if !direct.open || self.shared.count.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let joined;
+        let bytes: &[u8] = match frames {
+            [one] => one.as_bytes(),
+            many => {
+                joined = many
+                    .iter()
+                    .flat_map(|f| f.as_bytes())
+                    .copied()
+                    .collect::<Vec<u8>>();
+                &joined
+            }
+        };
+        let sent = match (&*direct.tcp).write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                // A broken socket: let the session find out and end.
+                direct.open = false;
+                drop(direct);
+                self.wake();
+                return false;
+            }
+        };
+        if sent < bytes.len() {
+            direct.leftover.extend_from_slice(&bytes[sent..]);
+            direct.open = false;
+            drop(direct);
+            self.wake();
+        }
+        true
     }
 
     /// Payload bytes queued and not yet taken.
@@ -219,10 +294,11 @@ pub(crate) fn pair<H: Handler>(
     timing: Timing,
     capacity: Option<usize>,
     reactor: Reactor,
+    lend_socket: bool,
 ) -> io::Result<(Box<Session<H>>, Outbox)> {
-    ws.get_ref().stream().set_nonblocking(true)?;
+    ws.get_ref().tcp().set_nonblocking(true)?;
     // The previous session's socket left the set when it was closed.
-    let fd = ws.get_ref().stream().as_raw_fd();
+    let fd = ws.get_ref().tcp().as_raw_fd();
     reactor.poll.registry().register(
         &mut SourceFd(&fd),
         SOCKET,
@@ -235,6 +311,17 @@ pub(crate) fn pair<H: Handler>(
         bytes: AtomicUsize::new(0),
         blocked: AtomicBool::new(false),
         close: OnceLock::new(),
+        direct: ws
+            .get_ref()
+            .shared_tcp()
+            .filter(|_| lend_socket)
+            .map(|tcp| {
+                Mutex::new(Direct {
+                    tcp,
+                    open: false,
+                    leftover: Vec::new(),
+                })
+            }),
     });
     let (tx, inbox) = match capacity {
         Some(n) => crossbeam_channel::bounded(n),
@@ -283,7 +370,7 @@ impl<H: Handler> Session<H> {
         if self.ws.get_ref().pending() > 0 {
             self.drain(Instant::now() + self.timing.close_timeout);
         }
-        self.ws.get_ref().stream().shutdown();
+        let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Both);
         // Dropping the WebSocket closes the socket, which takes it out of
         // the epoll set.
         (end, self.reactor)
@@ -482,8 +569,10 @@ impl<H: Handler> Session<H> {
         let timeout = self
             .next_timer()
             .map(|t| t.saturating_duration_since(started));
+        self.lend_socket(true);
         let polled = self.reactor.poll.poll(&mut self.reactor.events, timeout);
         self.shared.asleep.store(false, Ordering::SeqCst);
+        self.lend_socket(false);
         match polled {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -501,6 +590,29 @@ impl<H: Handler> Session<H> {
             self.set_write_blocked(false);
         }
         Ok(())
+    }
+
+    /// Lends the socket to the hub before sleeping (when nothing is queued
+    /// or buffered and data frames may still be sent), or takes it back,
+    /// with whatever the hub could not send, after waking. See [`Direct`].
+    fn lend_socket(&mut self, lend: bool) {
+        let Some(direct) = &self.shared.direct else {
+            return;
+        };
+        let mut direct = direct.lock().unwrap_or_else(PoisonError::into_inner);
+        if lend {
+            direct.open = self.ws.get_ref().pending() == 0
+                && !self.has_queued()
+                && !self.write_blocked
+                && self.our_close.is_none()
+                && self.ws.can_write();
+        } else {
+            direct.open = false;
+            if !direct.leftover.is_empty() {
+                self.ws.get_mut().queue_first(&direct.leftover);
+                direct.leftover.clear();
+            }
+        }
     }
 
     /// Records whether the socket refuses bytes, for the hub to see.
@@ -599,12 +711,7 @@ impl<H: Handler> Session<H> {
         if !self.drain(deadline) {
             return;
         }
-        let _ = self
-            .ws
-            .get_ref()
-            .stream()
-            .tcp()
-            .shutdown(std::net::Shutdown::Write);
+        let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Write);
         let mut scratch = [0u8; 1024];
         while Instant::now() < deadline {
             match self.ws.get_mut().read(&mut scratch) {

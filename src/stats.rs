@@ -23,6 +23,9 @@ pub struct Stats {
     pub messages_out: u64,
     /// Payload bytes queued for delivery to clients.
     pub bytes_out: u64,
+    /// Of `messages_out`, those the hub wrote to a sleeping receiver's
+    /// socket itself instead of waking the receiver's thread.
+    pub written_by_hub: u64,
     /// Messages the hub had to drop, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Connections refused before or during the handshake, by reason.
@@ -39,6 +42,7 @@ impl Stats {
             bytes_in: 0,
             messages_out: 0,
             bytes_out: 0,
+            written_by_hub: 0,
             dropped: BTreeMap::new(),
             rejected: BTreeMap::new(),
         }
@@ -79,8 +83,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "out: {} messages, {} bytes",
-            self.messages_out, self.bytes_out
+            "out: {} messages, {} bytes ({} written by the hub)",
+            self.messages_out, self.bytes_out, self.written_by_hub
         )?;
         write!(f, "dropped: {}", self.dropped_total())?;
         for (reason, n) in &self.dropped {

@@ -222,6 +222,7 @@ fn stats_json(stats: &Stats) -> String {
     obj.number("bytes_in", stats.bytes_in);
     obj.number("messages_out", stats.messages_out);
     obj.number("bytes_out", stats.bytes_out);
+    obj.number("written_by_hub", stats.written_by_hub);
     obj.number("dropped_total", stats.dropped_total());
     obj.counts("dropped", &stats.dropped);
     obj.number("rejected_total", stats.rejected.values().sum::<u64>());

@@ -23,6 +23,8 @@
 //! Bytes reach the socket on `flush`, normally once per session wake-up.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
 
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame as WsFrame;
@@ -90,7 +92,7 @@ impl Frame {
 /// socket; writes are queued whole and sent on `flush`.
 #[derive(Debug)]
 pub(crate) struct Wire {
-    stream: Stream,
+    io: Io,
     out: Vec<u8>,
     // Bytes of `out` already sent.
     sent: usize,
@@ -99,12 +101,26 @@ pub(crate) struct Wire {
     buffered: bool,
 }
 
+/// The socket under a [`Wire`]. Plain TCP is held in an `Arc` so that the
+/// hub can write to a sleeping session's socket (see
+/// `session::Outbox::write_direct`); TLS cannot be shared that way.
+#[derive(Debug)]
+enum Io {
+    Plain(Arc<TcpStream>),
+    Other(Stream),
+}
+
 impl Wire {
     /// Wraps `stream`, queueing writes from the start (a server: its
     /// handshake answer went out before).
     pub(crate) fn buffered(stream: Stream) -> Wire {
+        let io = match stream {
+            Stream::Plain(tcp) => Io::Plain(Arc::new(tcp)),
+            #[allow(unreachable_patterns)] // without the tls feature
+            other => Io::Other(other),
+        };
         Wire {
-            stream,
+            io,
             out: Vec::new(),
             sent: 0,
             buffered: true,
@@ -130,20 +146,51 @@ impl Wire {
         self.out.extend_from_slice(frame.as_bytes());
     }
 
+    /// Queues bytes that must go out first: the rest of a frame the hub
+    /// began to write while the session slept. Only called with nothing
+    /// else queued.
+    pub(crate) fn queue_first(&mut self, bytes: &[u8]) {
+        debug_assert_eq!(self.pending(), 0);
+        self.out.extend_from_slice(bytes);
+    }
+
     /// Bytes queued and not yet sent.
     pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.sent
     }
 
-    /// The socket underneath.
-    pub(crate) fn stream(&self) -> &Stream {
-        &self.stream
+    /// The TCP socket underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            Io::Plain(tcp) => tcp,
+            Io::Other(stream) => stream.tcp(),
+        }
+    }
+
+    /// The plain TCP socket, to share with the hub; `None` under TLS.
+    pub(crate) fn shared_tcp(&self) -> Option<Arc<TcpStream>> {
+        match &self.io {
+            Io::Plain(tcp) => Some(tcp.clone()),
+            Io::Other(_) => None,
+        }
+    }
+}
+
+impl Io {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(tcp) => (&**tcp).write(buf),
+            Io::Other(stream) => stream.write(buf),
+        }
     }
 }
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        match &mut self.io {
+            Io::Plain(tcp) => (&**tcp).read(buf),
+            Io::Other(stream) => stream.read(buf),
+        }
     }
 }
 
@@ -152,7 +199,7 @@ impl Write for Wire {
     /// holds whole frames only.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if !self.buffered {
-            return self.stream.write(buf);
+            return self.io.write(buf);
         }
         self.out.extend_from_slice(buf);
         Ok(buf.len())
@@ -162,7 +209,7 @@ impl Write for Wire {
     /// of it (the rest stays queued, in order).
     fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]) {
+            match self.io.write(&self.out[self.sent..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -171,7 +218,10 @@ impl Write for Wire {
         }
         self.out.clear();
         self.sent = 0;
-        self.stream.flush()
+        match &mut self.io {
+            Io::Plain(_) => Ok(()),
+            Io::Other(stream) => stream.flush(),
+        }
     }
 }
 

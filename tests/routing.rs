@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::thread;
 
 use common::{assert_nothing_before_marker, join, recv_text, server, wait_for, WAIT};
@@ -290,4 +291,55 @@ fn a_connection_thread_serves_one_client_after_another() {
             "the hub to see the leave",
         );
     }
+}
+
+#[test]
+fn frames_stay_whole_and_in_order_when_the_hub_writes_to_a_sleeping_receiver() {
+    // Messages that come one at a time are written to a sleeping
+    // receiver's socket by the hub; bursts and the receiver's own pongs go
+    // through its session. A raw receiver that pings between messages
+    // must still read whole frames, every message once and in order, and
+    // a pong for every ping.
+    let server = server(ServerConfig::default());
+    let mut raw = common::raw_ws(server.local_addr(), "lobby/raw");
+    let sender = join(&server, "lobby/sender");
+    wait_for(|| names(&server).len() == 2, "both clients online");
+    let mut next = 0u32;
+    let mut pongs = 0;
+    for round in 0..40u32 {
+        // Alternate lone messages (the hub writes them) and bursts (the
+        // session does), with a ping in the middle of each round.
+        let burst = if round % 2 == 0 { 1 } else { 50 };
+        for _ in 0..burst {
+            sender.send_text(format!("m{next:06}")).unwrap();
+            next += 1;
+        }
+        raw.write_all(&common::frame(true, 9, format!("p{round}").as_bytes()))
+            .unwrap();
+        let mut got_pong = false;
+        let mut expected = next - burst;
+        while expected < next || !got_pong {
+            let (op, payload) = common::read_frame(&mut raw).expect("a whole frame");
+            match op {
+                1 => {
+                    assert_eq!(payload, format!("m{expected:06}").as_bytes());
+                    expected += 1;
+                }
+                10 => {
+                    assert_eq!(payload, format!("p{round}").as_bytes());
+                    got_pong = true;
+                    pongs += 1;
+                }
+                other => panic!("unexpected opcode {other}"),
+            }
+        }
+    }
+    assert_eq!(pongs, 40);
+    let stats = server.stats();
+    assert!(
+        stats.written_by_hub > 0 && stats.written_by_hub < stats.messages_out,
+        "both ways of sending should have been used: {} of {} written by the hub",
+        stats.written_by_hub,
+        stats.messages_out
+    );
 }
