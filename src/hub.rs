@@ -48,7 +48,7 @@ use crate::config::{Mode, ServerConfig};
 use crate::naming::show_room;
 use crate::session::Outbox;
 use crate::stats::Stats;
-use crate::wire::Frame;
+use crate::wire::{Batch, Frame};
 
 /// Deliveries queued before the hub stops to wake the sessions it queued
 /// for (it also wakes them whenever its channel runs empty). Measured with
@@ -169,8 +169,7 @@ struct Entry {
     // Frames queued during this round, handed to the session in one piece
     // when it is woken (one channel send per receiver and round, not per
     // message), and their payload bytes.
-    batch: Vec<Frame>,
-    batch_bytes: usize,
+    batch: Batch,
 }
 
 /// The hub's state; only the hub thread touches it.
@@ -304,8 +303,7 @@ impl Hub {
                 outbox,
                 closing: false,
                 dirty: false,
-                batch: Vec::new(),
-                batch_bytes: 0,
+                batch: Batch::default(),
             },
         );
         if self.shutting_down.is_some() {
@@ -466,7 +464,7 @@ impl Hub {
         }
         let len = frame.payload();
         let backlog = entry.outbox.len() + entry.batch.len();
-        let bytes = entry.outbox.bytes() + entry.batch_bytes + len;
+        let bytes = entry.outbox.bytes() + entry.batch.payload() + len;
         let limits = &self.limits;
         let over = backlog >= limits.messages || bytes > limits.bytes;
         let far_over = backlog >= limits.hard_messages || bytes > limits.hard_bytes;
@@ -479,8 +477,7 @@ impl Hub {
             self.close(id, 1008, "too slow: send queue full");
             return false;
         }
-        entry.batch.push(frame.clone());
-        entry.batch_bytes += len;
+        entry.batch.push(frame);
         self.queued += 1;
         if entry.batch.len() >= self.limits.wake_at {
             hand_over(entry);
@@ -523,8 +520,7 @@ impl Hub {
                     && entry.outbox.write_direct(&entry.batch)
                 {
                     self.stats.written_by_hub += entry.batch.len() as u64;
-                    entry.batch.clear();
-                    entry.batch_bytes = 0;
+                    entry.batch = Batch::default();
                     continue;
                 }
                 hand_over(entry);
@@ -585,9 +581,7 @@ impl Hub {
 /// Gives the frames queued for `entry` this round to its session.
 fn hand_over(entry: &mut Entry) {
     if !entry.batch.is_empty() {
-        let frames = std::mem::take(&mut entry.batch);
-        entry.outbox.push_frames(frames, entry.batch_bytes);
-        entry.batch_bytes = 0;
+        entry.outbox.push_batch(std::mem::take(&mut entry.batch));
     }
 }
 

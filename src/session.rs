@@ -48,7 +48,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::close::{clip_reason, CloseInfo};
-use crate::wire::{Frame, Outgoing, Wire};
+use crate::wire::{Batch, Chunk, Outgoing, Wire};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -150,13 +150,14 @@ impl Outbox {
         queued
     }
 
-    /// Queues encoded frames, in order, without waking (call
-    /// [`Outbox::wake`]); `payload` is their payload bytes together.
-    /// Returns `false` when the session has ended.
-    pub(crate) fn push_frames(&self, frames: Vec<Frame>, payload: usize) -> bool {
-        self.shared.count.fetch_add(frames.len(), Ordering::Relaxed);
-        self.shared.bytes.fetch_add(payload, Ordering::Relaxed);
-        self.tx.send(Outgoing::Frames { frames, payload }).is_ok()
+    /// Queues a batch of encoded frames without waking (call
+    /// [`Outbox::wake`]). Returns `false` when the session has ended.
+    pub(crate) fn push_batch(&self, batch: Batch) -> bool {
+        self.shared.count.fetch_add(batch.len(), Ordering::Relaxed);
+        self.shared
+            .bytes
+            .fetch_add(batch.payload(), Ordering::Relaxed);
+        self.tx.send(Outgoing::Batch(batch)).is_ok()
     }
 
     /// Wakes the session if it is asleep (at most one syscall per sleep).
@@ -186,11 +187,11 @@ impl Outbox {
         self.shared.count.load(Ordering::Relaxed)
     }
 
-    /// Writes `frames` straight to the session's socket if the session
+    /// Writes `batch` straight to the session's socket if the session
     /// sleeps with nothing queued (see [`Direct`]). Returns `false` when it
     /// did not (the caller queues them instead); `true` when they were sent,
     /// or handed to the session (woken) for what the socket did not take.
-    pub(crate) fn write_direct(&self, frames: &[Frame]) -> bool {
+    pub(crate) fn write_direct(&self, batch: &Batch) -> bool {
         let Some(direct) = &self.shared.direct else {
             return false;
         };
@@ -202,19 +203,8 @@ impl Outbox {
         if !direct.open || self.shared.count.load(Ordering::SeqCst) > 0 {
             return false;
         }
-        let joined;
-        let bytes: &[u8] = match frames {
-            [one] => one.as_bytes(),
-            many => {
-                joined = many
-                    .iter()
-                    .flat_map(|f| f.as_bytes())
-                    .copied()
-                    .collect::<Vec<u8>>();
-                &joined
-            }
-        };
-        let sent = match (&*direct.tcp).write(bytes) {
+        let bytes = batch.bytes();
+        let sent = match (&*direct.tcp).write(&bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
             Err(_) => {
@@ -263,8 +253,8 @@ pub(crate) struct Session<H> {
     ws: WebSocket<Wire>,
     reactor: Reactor,
     inbox: Receiver<Outgoing>,
-    // The rest of the batch of frames taken from the inbox last.
-    current: std::vec::IntoIter<Frame>,
+    // The rest of the batch taken from the inbox last.
+    current: std::vec::IntoIter<Chunk>,
     shared: Arc<Shared>,
     handler: H,
     timing: Timing,
@@ -434,22 +424,22 @@ impl<H: Handler> Session<H> {
             if self.our_close.is_some() || self.write_blocked {
                 return Ok(());
             }
-            if let Some(frame) = self.current.next() {
+            if let Some(chunk) = self.current.next() {
                 // After a close frame went out (ours, or tungstenite's
                 // reply to the peer's), nothing more may follow it.
                 if !self.ws.can_write() {
                     self.current = Vec::new().into_iter();
                     return Ok(());
                 }
-                self.ws.get_mut().queue(&frame);
+                self.ws.get_mut().queue(chunk);
             } else {
                 let Ok(item) = self.inbox.try_recv() else {
                     return Ok(());
                 };
                 match item {
-                    Outgoing::Frames { frames, payload } => {
-                        self.taken(frames.len(), payload);
-                        self.current = frames.into_iter();
+                    Outgoing::Batch(batch) => {
+                        self.taken(batch.len(), batch.payload());
+                        self.current = batch.into_chunks().into_iter();
                     }
                     Outgoing::Message(msg) => {
                         self.taken(1, msg.len());
