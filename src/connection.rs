@@ -178,9 +178,33 @@ fn run_client(ctx: &Context, new: NewClient, reactor: &mut Option<Reactor>) {
     let Some(session) = join(ctx, new, reactor.take()) else {
         return;
     };
+    // The hub hears that the client left even if the session panics (a
+    // bug): otherwise it would keep routing to a client that is gone.
+    let mut left = Leave {
+        ctx,
+        id,
+        close: None,
+    };
     let (close, used) = session.run();
     *reactor = Some(used);
-    leave(ctx, id, close);
+    left.close = Some(close);
+}
+
+/// Tells the hub that client `id` left, when dropped.
+struct Leave<'a> {
+    ctx: &'a Context,
+    id: u64,
+    close: Option<CloseInfo>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let close = self
+            .close
+            .take()
+            .unwrap_or_else(|| CloseInfo::abnormal("the session thread panicked"));
+        leave(self.ctx, self.id, close);
+    }
 }
 
 /// Builds the session and tells the hub who joined; `None` when that

@@ -255,7 +255,7 @@ pub(crate) struct Session<H> {
     inbox: Receiver<Outgoing>,
     // The rest of the batch taken from the inbox last.
     current: std::vec::IntoIter<Chunk>,
-    shared: Arc<Shared>,
+    shared: Reclaim,
     handler: H,
     timing: Timing,
     // The socket may have unread bytes (edge-triggered readiness).
@@ -324,7 +324,7 @@ pub(crate) fn pair<H: Handler>(
         reactor,
         inbox,
         current: Vec::new().into_iter(),
-        shared: shared.clone(),
+        shared: Reclaim(shared.clone()),
         handler,
         timing,
         readable: true,
@@ -335,6 +335,30 @@ pub(crate) fn pair<H: Handler>(
         peer_close: None,
     });
     Ok((session, Outbox { tx, shared }))
+}
+
+/// The session's handle on its shared state. When it is dropped, however
+/// the session ends (a panic included), it takes the socket back from the
+/// hub and ends the connection: the hub's handle on the socket would
+/// otherwise keep it open until the hub hears the client left.
+#[derive(Debug)]
+struct Reclaim(Arc<Shared>);
+
+impl std::ops::Deref for Reclaim {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Drop for Reclaim {
+    fn drop(&mut self) {
+        if let Some(direct) = &self.0.direct {
+            let mut direct = direct.lock().unwrap_or_else(PoisonError::into_inner);
+            direct.open = false;
+            let _ = direct.tcp.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// Why one loop turn ended the session.
