@@ -356,7 +356,10 @@ impl Drop for Reclaim {
         if let Some(direct) = &self.0.direct {
             let mut direct = direct.lock().unwrap_or_else(PoisonError::into_inner);
             direct.open = false;
-            let _ = direct.tcp.shutdown(std::net::Shutdown::Both);
+            // A session that ends normally has shut the socket down already.
+            if std::thread::panicking() {
+                let _ = direct.tcp.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }
