@@ -322,6 +322,11 @@ impl Hub {
         let Some(entry) = self.clients.remove(&id) else {
             return;
         };
+        // Batched here, or handed over and never taken by the session.
+        let lost = entry.batch.len() + entry.outbox.len();
+        if lost > 0 {
+            lost_to_leave(&entry.info.name, lost, &mut self.stats);
+        }
         let info = entry.info;
         unindex(&mut self.by_name, &info.name, id);
         unindex(&mut self.by_room, &info.room, id);
@@ -465,6 +470,7 @@ impl Hub {
             return false;
         };
         if entry.closing {
+            self.stats.drop("receiver closing", 1);
             return false;
         }
         let len = frame.payload();
@@ -485,7 +491,7 @@ impl Hub {
         entry.batch.push(frame);
         self.queued += 1;
         if entry.batch.len() >= self.limits.wake_at {
-            hand_over(entry);
+            hand_over(entry, &mut self.stats);
             entry.outbox.wake();
         }
         self.stats.messages_out += 1;
@@ -503,7 +509,7 @@ impl Hub {
             if !entry.closing {
                 entry.closing = true;
                 // What was queued before goes out before the close frame.
-                hand_over(entry);
+                hand_over(entry, &mut self.stats);
                 entry.outbox.close(code, reason);
             }
         }
@@ -529,7 +535,7 @@ impl Hub {
                     entry.batch = Batch::default();
                     continue;
                 }
-                hand_over(entry);
+                hand_over(entry, &mut self.stats);
                 entry.outbox.wake();
             }
         }
@@ -583,14 +589,28 @@ impl Hub {
     }
 }
 
-/// Removes `id` from the index list under `key`, dropping empty lists.
-/// Gives the frames queued for `entry` this round to its session.
-fn hand_over(entry: &mut Entry) {
-    if !entry.batch.is_empty() {
-        entry.outbox.push_batch(std::mem::take(&mut entry.batch));
+/// Gives the frames queued for `entry` this round to its session. If the
+/// session has just ended (the hub has not handled its leave yet), they
+/// are dropped, logged and counted.
+fn hand_over(entry: &mut Entry, stats: &mut Stats) {
+    if entry.batch.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(&mut entry.batch);
+    let n = batch.len();
+    if !entry.outbox.push_batch(batch) {
+        lost_to_leave(&entry.info.name, n, stats);
     }
 }
 
+/// Logs and counts `n` messages for `name` that cannot go out because
+/// that client has left.
+fn lost_to_leave(name: &str, n: usize, stats: &mut Stats) {
+    info!("dropped {n} messages for {name}: it has left");
+    stats.drop("receiver left", n as u64);
+}
+
+/// Removes `id` from the index list under `key`, dropping empty lists.
 fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
     if let Some(ids) = index.get_mut(key) {
         ids.retain(|x| *x != id);

@@ -143,6 +143,11 @@ fn a_stuck_reader_is_closed_and_nobody_else_notices() {
         "{:?}",
         stats.dropped
     );
+    // What was meant for it after that is not lost silently: refused
+    // while it closed, or queued and never taken, each counted.
+    let after = stats.dropped.get("receiver closing").copied().unwrap_or(0)
+        + stats.dropped.get("receiver left").copied().unwrap_or(0);
+    assert!(after > 0, "{:?}", stats.dropped);
     assert_eq!(stats.connections_now, RECEIVERS + 3);
     assert_pair_works(&x, &y);
 
