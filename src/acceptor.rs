@@ -9,9 +9,8 @@
 //! the address space), and hands each connection it admits to a
 //! [connection](crate::connection) thread: one that finished its last
 //! connection and waits briefly for another, or a new one with a small,
-//! configurable stack. A
-//! connection over a limit gets 503 from a short-lived thread, so the
-//! acceptor itself never waits on a client.
+//! configurable stack. A connection over a limit gets 503 from a
+//! short-lived thread, so the acceptor itself never waits on a client.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;

@@ -8,7 +8,10 @@
 //! and API) or a refused handshake itself, and on a valid upgrade becomes
 //! the client's session thread: it tells the hub who joined, runs the
 //! [session loop](crate::session), and tells the hub who left. It reaches
-//! shared state only through the hub's channel.
+//! shared state only through the hub's channel; the hub, for its part, may
+//! write to a plain TCP socket while the session sleeps (the session lends
+//! it, see `session::Direct`). A thread that serves one connection after
+//! another keeps its epoll set ([`Reactor`]) from one to the next.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};

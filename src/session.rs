@@ -27,9 +27,9 @@
 //!
 //! The queueing side wakes a session only when it may be asleep (the
 //! `asleep` flag), not once per message. A woken session drains what is
-//! queued into its [`Wire`] (frames the hub encoded once are copied as
-//! they are; tungstenite frames the rest) and flushes once, so one
-//! `write()` carries many frames. Readiness is edge-triggered, so the loop
+//! queued into its [`Wire`] (the hub's batches of encoded frames go in as
+//! they are, often as the buffer itself; tungstenite frames the rest) and
+//! flushes once, so one `write()` carries many frames. Readiness is edge-triggered, so the loop
 //! remembers whether the socket may still have data (`readable`) or is full
 //! (`write_blocked`) and skips syscalls that would only say `WouldBlock`.
 
@@ -65,8 +65,9 @@ const FLUSH_AT: usize = 64 << 10;
 /// Made once per thread and handed from one session to the next: a server
 /// connection thread that serves many connections in turn (see
 /// `acceptor::run_worker`) then creates no epoll instance or eventfd per
-/// connection (measured: five system calls and two kernel objects fewer
-/// per connect, handshake and close cycle). A wake-up meant for the
+/// connection (four system calls and two kernel objects fewer per
+/// connect, handshake and close cycle; the session takes its socket out of
+/// the set when it ends, so the next one starts clean). A wake-up meant for the
 /// previous session can reach the next one; it only makes the loop look
 /// once more at a queue that is empty.
 #[derive(Debug)]
@@ -143,9 +144,8 @@ impl Outbox {
     /// sleeps. Returns `false` when the session has ended. Blocks while a
     /// bounded outbox is full.
     pub(crate) fn push(&self, msg: Message) -> bool {
-        self.shared.count.fetch_add(1, Ordering::Relaxed);
-        self.shared.bytes.fetch_add(msg.len(), Ordering::Relaxed);
-        let queued = self.tx.send(Outgoing::Message(msg)).is_ok();
+        let (count, bytes) = (1, msg.len());
+        let queued = self.send(Outgoing::Message(msg), count, bytes);
         self.wake();
         queued
     }
@@ -153,11 +153,23 @@ impl Outbox {
     /// Queues a batch of encoded frames without waking (call
     /// [`Outbox::wake`]). Returns `false` when the session has ended.
     pub(crate) fn push_batch(&self, batch: Batch) -> bool {
-        self.shared.count.fetch_add(batch.len(), Ordering::Relaxed);
-        self.shared
-            .bytes
-            .fetch_add(batch.payload(), Ordering::Relaxed);
-        self.tx.send(Outgoing::Batch(batch)).is_ok()
+        let (count, bytes) = (batch.len(), batch.payload());
+        self.send(Outgoing::Batch(batch), count, bytes)
+    }
+
+    /// Sends `item` (`count` messages of `bytes` payload bytes) and keeps
+    /// the books: counted before the send, so the session never takes
+    /// more than was counted, and taken off again if the session has
+    /// ended.
+    fn send(&self, item: Outgoing, count: usize, bytes: usize) -> bool {
+        self.shared.count.fetch_add(count, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = self.tx.send(item).is_ok();
+        if !sent {
+            self.shared.count.fetch_sub(count, Ordering::Relaxed);
+            self.shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Wakes the session if it is asleep (at most one syscall per sleep).
@@ -270,10 +282,11 @@ pub(crate) struct Session<H> {
 }
 
 /// Creates a session for `ws`, sleeping on `reactor`, and the outbox that
-/// feeds it. With
-/// `capacity`, [`Outbox::push`] blocks while that many items wait (the
-/// client's backpressure); without, the outbox never blocks and the owner
-/// bounds it (the hub checks [`Outbox::len`] and [`Outbox::bytes`]).
+/// feeds it. With `capacity`, [`Outbox::push`] blocks while that many items
+/// wait (the client's backpressure); without, the outbox never blocks and
+/// the owner bounds it (the hub checks [`Outbox::len`] and
+/// [`Outbox::bytes`]). With `lend_socket` (the server), a plain TCP socket
+/// is lent to the outbox's owner while the session sleeps ([`Direct`]).
 ///
 /// # Errors
 /// When the socket cannot be made non-blocking or registered with epoll.
@@ -287,7 +300,7 @@ pub(crate) fn pair<H: Handler>(
     lend_socket: bool,
 ) -> io::Result<(Box<Session<H>>, Outbox)> {
     ws.get_ref().tcp().set_nonblocking(true)?;
-    // The previous session's socket left the set when it was closed.
+    // The previous session's socket left the set when that session ended.
     let fd = ws.get_ref().tcp().as_raw_fd();
     reactor.poll.registry().register(
         &mut SourceFd(&fd),
@@ -387,9 +400,16 @@ impl<H: Handler> Session<H> {
         if self.ws.get_ref().pending() > 0 {
             self.drain(Instant::now() + self.timing.close_timeout);
         }
-        let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Both);
-        // Dropping the WebSocket closes the socket, which takes it out of
-        // the epoll set.
+        let tcp = self.ws.get_ref().tcp();
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
+        // The reactor serves the thread's next session. Closing the socket
+        // would take it out of the epoll set, but the hub may still hold
+        // it (see `Direct`) until it hears the client left.
+        let _ = self
+            .reactor
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&tcp.as_raw_fd()));
         (end, self.reactor)
     }
 
