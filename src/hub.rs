@@ -532,7 +532,7 @@ impl Hub {
                     && entry.outbox.write_direct(&entry.batch)
                 {
                     self.stats.written_by_hub += entry.batch.len() as u64;
-                    entry.batch = Batch::default();
+                    entry.batch.clear();
                     continue;
                 }
                 hand_over(entry, &mut self.stats);

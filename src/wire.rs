@@ -6,16 +6,18 @@
 //! A [`Wire`] belongs to one session thread, inside its `WebSocket`: it is
 //! the stream tungstenite reads from and writes to. An [`Outgoing`] item
 //! is made by the hub (or the client's caller) and moves through the
-//! session's outbox; the bytes of a [`Frame`] are shared, read-only, by
-//! every session it was sent to.
+//! session's outbox. A [`Batch`] is built by the hub for one receiver and
+//! then belongs to that receiver's session; the bytes of a large
+//! [`Frame`] are shared, read-only, by every batch it was put in.
 //!
 //! # Why a buffer of our own
 //!
 //! A broadcast to N clients used to be framed N times: tungstenite builds
 //! a header and copies the payload into each receiver's write buffer. The
-//! hub now frames a message once ([`Frame::encode`]) and each session
-//! copies the finished bytes into its [`Wire`], the same buffer that
-//! tungstenite writes its own frames into (pongs, pings, close frames).
+//! hub now frames a message once ([`Frame::encode`]) and puts the finished
+//! bytes in each receiver's [`Batch`]; the session moves the batch into its
+//! [`Wire`], the same buffer that tungstenite writes its own frames into
+//! (pongs, pings, close frames).
 //! Because both go through this one buffer, in the order they were
 //! written, frames never interleave on the socket. tungstenite is set to
 //! hand every frame over at once (`write_buffer_size(0)`), and [`Wire`]
@@ -32,8 +34,8 @@ use tungstenite::{Bytes, Message};
 
 use crate::stream::Stream;
 
-/// A whole server-to-client frame (unmasked), encoded once and shared by
-/// every session it is queued for.
+/// A whole server-to-client frame (unmasked), encoded once for all its
+/// receivers.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
     bytes: Bytes,
@@ -63,9 +65,7 @@ impl Frame {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
-}
 
-impl Frame {
     /// Payload bytes (what the queue limits count).
     pub(crate) fn payload(&self) -> usize {
         self.payload
@@ -96,6 +96,8 @@ pub(crate) struct Batch {
     chunks: Vec<Chunk>,
     count: usize,
     payload: usize,
+    // A buffer kept by `clear` for the next run of copied frames.
+    spare: Vec<u8>,
 }
 
 /// A run of a batch.
@@ -118,10 +120,25 @@ impl Batch {
         } else if let Some(Chunk::Copied(buf)) = self.chunks.last_mut() {
             buf.extend_from_slice(bytes);
         } else {
-            let mut buf = Vec::with_capacity(1024);
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.reserve(bytes.len().max(1024));
             buf.extend_from_slice(bytes);
             self.chunks.push(Chunk::Copied(buf));
         }
+    }
+
+    /// Empties the batch after its frames were sent, keeping a buffer for
+    /// the next ones (the hub writes a lone message to a sleeping receiver
+    /// this way, once per message and receiver).
+    pub(crate) fn clear(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            if let Chunk::Copied(mut buf) = chunk {
+                buf.clear();
+                self.spare = buf;
+            }
+        }
+        self.count = 0;
+        self.payload = 0;
     }
 
     /// Frames in the batch.
@@ -356,5 +373,18 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["copied", "shared", "copied"]);
+    }
+
+    #[test]
+    fn a_cleared_batch_starts_again_with_its_old_buffer() {
+        let mut batch = Batch::default();
+        batch.push(&Frame::encode(&Message::text("one")).unwrap());
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!((batch.len(), batch.payload()), (0, 0));
+        assert!(batch.spare.capacity() >= 1024, "the buffer was kept");
+        batch.push(&Frame::encode(&Message::text("two")).unwrap());
+        assert_eq!(&batch.bytes()[..], b"\x81\x03two");
+        assert_eq!(batch.spare.capacity(), 0, "and is in use again");
     }
 }
