@@ -415,16 +415,19 @@ impl Hub {
 
     /// Sends to every open client called `name`; returns how many.
     fn send_to_name(&mut self, name: &str, msg: &Message) -> usize {
-        let ids = self.by_name.get(name).cloned().unwrap_or_default();
-        if ids.is_empty() {
-            return 0;
-        }
-        let Some(frame) = self.frame(msg) else {
+        // Borrowed out of the index while delivering, as in
+        // `broadcast_from`: no copy of the list per message.
+        let Some(ids) = self.by_name.get_mut(name).map(std::mem::take) else {
             return 0;
         };
-        ids.into_iter()
-            .filter(|id| self.deliver(*id, &frame))
-            .count()
+        let sent = match self.frame(msg) {
+            Some(frame) => ids.iter().filter(|&&id| self.deliver(id, &frame)).count(),
+            None => 0,
+        };
+        if let Some(slot) = self.by_name.get_mut(name) {
+            *slot = ids;
+        }
+        sent
     }
 
     /// Sends to every other client in the sender's room.
