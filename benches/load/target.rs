@@ -10,12 +10,11 @@
 //! thread name: wshub names its threads `wshub-…`, the generator's are
 //! `load-…`.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::procfs::{machine_busy_s, process_cpu_s, status_field, threads_usage, Usage};
@@ -41,7 +40,8 @@ pub struct Target {
 
 struct Spawned {
     child: Child,
-    log: Option<JoinHandle<LogSummary>>,
+    // Where its stdout and stderr go (removed when it stops).
+    log: PathBuf,
 }
 
 /// What a spawned server wrote to stderr besides its address.
@@ -134,6 +134,13 @@ impl Drop for Target {
 }
 
 impl Spawned {
+    /// Whether the process has not exited yet.
+    fn running(&self) -> bool {
+        // try_wait needs &mut; /proc says the same without reaping.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        stat.is_ok_and(|s| !s.contains(") Z "))
+    }
+
     /// SIGTERM, a few seconds for a graceful exit, then SIGKILL.
     fn stop(mut self) -> LogSummary {
         let pid = self.child.id().to_string();
@@ -147,10 +154,9 @@ impl Spawned {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.log
-            .take()
-            .and_then(|log| log.join().ok())
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        summarize(&text)
     }
 }
 
@@ -187,42 +193,43 @@ fn in_process() -> Result<Target, String> {
 }
 
 /// Runs `argv` and waits for its `listening on ws://ADDR` line on stderr
-/// or stdout; both are drained for the rest of its life.
+/// or stdout. Both go to a file rather than a pipe: a pipe would wake a
+/// reader thread of the generator for every line a server logs (two per
+/// connection for wshub and the Qt relay), CPU the connect scenario would
+/// charge to the servers that log.
 fn spawn(argv: &[String], label: &str, env: &[(&str, String)]) -> Result<Target, String> {
     let (program, args) = argv.split_first().ok_or("empty --server-cmd")?;
-    let mut child = Command::new(program)
+    let log = log_path();
+    let file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let file2 = file.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("piped stdout");
-    let err = child.stderr.take().expect("piped stderr");
-    let tx2 = tx.clone();
-    thread::Builder::new()
-        .name("load-server-out".into())
-        .spawn(move || drain(BufReader::new(out), &tx2))
-        .map_err(|e| e.to_string())?;
-    let log = thread::Builder::new()
-        .name("load-server-err".into())
-        .spawn(move || drain(BufReader::new(err), &tx))
-        .map_err(|e| e.to_string())?;
-    let spawned = Spawned {
-        child,
-        log: Some(log),
+        .stdout(file)
+        .stderr(file2)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_file(&log);
+            return Err(format!("cannot start {program}: {e}"));
+        }
     };
-    let addr = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(addr) => addr,
-        Err(_) => {
-            let log = spawned.stop();
-            let why = log.first_warning.unwrap_or_default();
+    let spawned = Spawned { child, log };
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr = loop {
+        let text = std::fs::read_to_string(&spawned.log).unwrap_or_default();
+        if let Some(addr) = listening_addr(&text) {
+            break addr;
+        }
+        if Instant::now() > deadline || !spawned.running() {
+            let why = spawned.stop().first_warning.unwrap_or_default();
             return Err(format!(
                 "{program} printed no '{LISTENING}ADDR' line: {why}"
             ));
         }
+        thread::sleep(Duration::from_millis(10));
     };
     let addr = crate::wire::resolve(&addr).map_err(|e| format!("{program} address {addr}: {e}"))?;
     Ok(Target {
@@ -234,21 +241,34 @@ fn spawn(argv: &[String], label: &str, env: &[(&str, String)]) -> Result<Target,
     })
 }
 
-/// Reads a server's output to the end: sends the address once, counts
-/// warnings and errors.
-fn drain(reader: impl BufRead, addr: &mpsc::Sender<String>) -> LogSummary {
+/// A fresh file in the temporary directory for a spawned server's output.
+fn log_path() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("wshub-load-{}-{n}.log", std::process::id()))
+}
+
+/// The `HOST:PORT` of the first `listening on ws://` line, once it is
+/// complete.
+fn listening_addr(text: &str) -> Option<String> {
+    let at = text.find(LISTENING)?;
+    let rest = &text[at + LISTENING.len()..];
+    let line = &rest[..rest.find('\n')?];
+    Some(line.split(['/', ' ']).next().unwrap_or(line).to_string())
+}
+
+/// Counts the warnings and errors in a server's output.
+fn summarize(text: &str) -> LogSummary {
     let mut summary = LogSummary::default();
-    for line in reader.lines().map_while(Result::ok) {
-        if let Some(at) = line.find(LISTENING) {
-            let rest = &line[at + LISTENING.len()..];
-            let hostport = rest.split(['/', ' ']).next().unwrap_or(rest);
-            let _ = addr.send(hostport.to_string());
-        } else if ["WARN", "ERROR", "error", "Error"]
-            .iter()
-            .any(|w| line.contains(w))
+    for line in text.lines() {
+        if !line.contains(LISTENING)
+            && ["WARN", "ERROR", "error", "Error"]
+                .iter()
+                .any(|w| line.contains(w))
         {
             summary.warnings += 1;
-            summary.first_warning.get_or_insert(line);
+            summary.first_warning.get_or_insert(line.to_string());
         }
     }
     summary
