@@ -33,6 +33,9 @@
 //! message is not delayed; a receiver that sleeps with nothing else to
 //! send gets a lone message written to its socket by the hub itself, which
 //! costs one `write()` instead of a thread's wake-up (`session::Direct`).
+//! When many receivers get such a lone message, a second thread writes
+//! half of them on another core ([`crate::writer`]), and the hub waits for
+//! it before its next round.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -49,6 +52,7 @@ use crate::naming::show_room;
 use crate::session::Outbox;
 use crate::stats::Stats;
 use crate::wire::{Batch, Frame};
+use crate::writer::{Lent, Writer, SPLIT_MIN};
 
 /// Deliveries queued before the hub stops to wake the sessions it queued
 /// for (it also wakes them whenever its channel runs empty). Measured with
@@ -191,6 +195,11 @@ struct Hub {
     // Deliveries queued since the last wake round.
     queued: usize,
     shutting_down: Option<Instant>,
+    // The second writer (plain TCP on two or more cores), and the list
+    // lent to it each round, kept for its allocation.
+    writer: Option<Writer>,
+    lent: Vec<Lent>,
+    lent_frames: usize,
 }
 
 /// A receiver's queue limits, worked out once from the config (they are
@@ -259,6 +268,7 @@ pub(crate) fn run_hub(cfg: ServerConfig, events: Receiver<Event>) {
 
 impl Hub {
     fn new(cfg: ServerConfig) -> Hub {
+        let cfg_plain = !crate::server::tls_enabled(&cfg);
         Hub {
             limits: QueueLimits::new(&cfg),
             cfg,
@@ -271,6 +281,10 @@ impl Hub {
             dirty: Vec::new(),
             queued: 0,
             shutting_down: None,
+            // Only plain TCP sessions lend their sockets.
+            writer: cfg_plain.then(Writer::start).flatten(),
+            lent: Vec::new(),
+            lent_frames: 0,
         }
     }
 
@@ -522,18 +536,19 @@ impl Hub {
     /// wakes them. When the hub has nothing else waiting (`idle`), a
     /// sleeping receiver of a few frames gets them written to its socket
     /// by the hub instead, which costs one `write()` instead of waking its
-    /// thread (see `session::Direct`).
+    /// thread (see `session::Direct`); with many such receivers, the
+    /// second writer takes half of them.
     fn wake_dirty(&mut self, idle: bool) {
         self.queued = 0;
-        for id in self.dirty.drain(..) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let lent = idle && self.lend_half(&dirty);
+        for id in dirty.drain(..) {
             if let Some(entry) = self.clients.get_mut(&id) {
                 entry.dirty = false;
-                if idle
-                    && !entry.batch.is_empty()
-                    && entry.batch.len() <= DIRECT_MAX
-                    && entry.batch.payload() <= DIRECT_MAX_BYTES
-                    && entry.outbox.write_direct(&entry.batch)
-                {
+                if entry.batch.is_empty() {
+                    continue; // lent, or handed over early (then woken)
+                }
+                if idle && direct_size(&entry.batch) && entry.outbox.write_direct(&entry.batch) {
                     self.stats.written_by_hub += entry.batch.len() as u64;
                     entry.batch.clear();
                     continue;
@@ -542,6 +557,102 @@ impl Hub {
                 entry.outbox.wake();
             }
         }
+        self.dirty = dirty;
+        if lent {
+            self.take_back();
+        }
+    }
+
+    /// Lends the second writer the second half of the batches the hub
+    /// would write itself this round, if there are enough of them.
+    /// Returns whether it did.
+    fn lend_half(&mut self, dirty: &[u64]) -> bool {
+        let Some(writer) = &self.writer else {
+            return false;
+        };
+        let lone = |id: &u64| {
+            self.clients
+                .get(id)
+                .is_some_and(|e| !e.batch.is_empty() && direct_size(&e.batch))
+        };
+        let n = dirty.iter().filter(|id| lone(id)).count();
+        if n < SPLIT_MIN {
+            return false;
+        }
+        let mut list = std::mem::take(&mut self.lent);
+        self.lent_frames = 0;
+        let mut skip = n - n / 2;
+        for id in dirty {
+            let Some(entry) = self.clients.get_mut(id) else {
+                continue;
+            };
+            if entry.batch.is_empty() || !direct_size(&entry.batch) {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            self.lent_frames += entry.batch.len();
+            list.push(Lent {
+                id: *id,
+                outbox: entry.outbox.clone(),
+                batch: std::mem::take(&mut entry.batch),
+                written: false,
+            });
+        }
+        match writer.lend(list) {
+            Ok(()) => true,
+            Err(list) => {
+                // The thread has gone: put everything back and write alone.
+                warn!("the second writer thread has ended; the hub writes alone");
+                self.writer = None;
+                self.restore(list);
+                false
+            }
+        }
+    }
+
+    /// Waits for the list lent this round, keeps the books for what was
+    /// written, and queues for its session (woken) what was not.
+    fn take_back(&mut self) {
+        let Some(list) = self.writer.as_ref().and_then(Writer::collect) else {
+            // It died with the list (a bug): those frames may be gone.
+            let n = std::mem::take(&mut self.lent_frames);
+            warn!("the second writer thread failed with {n} frames; the hub writes alone");
+            self.writer = None;
+            self.stats.drop("writer failed", n as u64);
+            return;
+        };
+        self.restore(list);
+    }
+
+    /// Gives lent batches back to their entries: written ones are counted
+    /// and kept empty for their buffers, the others handed over.
+    fn restore(&mut self, mut list: Vec<Lent>) {
+        for lent in list.drain(..) {
+            let Lent {
+                id,
+                mut batch,
+                written,
+                ..
+            } = lent;
+            // The map does not change while a list is lent.
+            let Some(entry) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            if written {
+                self.stats.written_by_hub += batch.len() as u64;
+                self.stats.written_by_writer += batch.len() as u64;
+                batch.clear();
+                entry.batch = batch;
+            } else {
+                entry.batch = batch;
+                hand_over(entry, &mut self.stats);
+                entry.outbox.wake();
+            }
+        }
+        self.lent = list;
     }
 
     fn command(&mut self, cmd: Command) {
@@ -590,6 +701,11 @@ impl Hub {
             self.close(id, 1001, "server shutting down");
         }
     }
+}
+
+/// Whether `batch` is small enough for the hub to write itself.
+fn direct_size(batch: &Batch) -> bool {
+    batch.len() <= DIRECT_MAX && batch.payload() <= DIRECT_MAX_BYTES
 }
 
 /// Gives the frames queued for `entry` this round to its session. If the

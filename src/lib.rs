@@ -53,6 +53,7 @@
 //!        v        |
 //!             [hub thread]  owns the client map; routes, fans out, counts;
 //!                  ^        writes a lone frame to a sleeping session's socket
+//!                  |        (half of many such, the [writer thread], 2+ cores)
 //!                  | Command
 //!    [console thread] (stdin), signal handler, library callers
 //! ```
@@ -66,6 +67,8 @@
 //! - [`wire`]: the session's ordered send buffer, and the frames the hub
 //!   encodes once for all their receivers.
 //! - [`hub`]: routing, offline queues, slow-consumer policy, counters.
+//! - [`writer`]: the hub's second writer, for lone messages to many
+//!   sleeping receivers.
 //! - [`client`] and [`reconnect`]: the client side, on the same session loop.
 //!
 //! # Shutdown
@@ -121,6 +124,7 @@ pub mod stream;
 pub mod tls;
 pub mod web;
 mod wire;
+mod writer;
 
 pub use client::{Client, RecvTimeoutError};
 pub use close::CloseInfo;

@@ -26,6 +26,9 @@ pub struct Stats {
     /// Of `messages_out`, those the hub wrote to a sleeping receiver's
     /// socket itself instead of waking the receiver's thread.
     pub written_by_hub: u64,
+    /// Of `written_by_hub`, those its second writer thread wrote (machines
+    /// with two or more cores, plain TCP).
+    pub written_by_writer: u64,
     /// Messages the hub had to drop, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Connections refused before or during the handshake, by reason.
@@ -43,6 +46,7 @@ impl Stats {
             messages_out: 0,
             bytes_out: 0,
             written_by_hub: 0,
+            written_by_writer: 0,
             dropped: BTreeMap::new(),
             rejected: BTreeMap::new(),
         }
@@ -83,8 +87,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "out: {} messages, {} bytes ({} written by the hub)",
-            self.messages_out, self.bytes_out, self.written_by_hub
+            "out: {} messages, {} bytes ({} written by the hub, {} of them by its second writer)",
+            self.messages_out, self.bytes_out, self.written_by_hub, self.written_by_writer
         )?;
         write!(f, "dropped: {}", self.dropped_total())?;
         for (reason, n) in &self.dropped {

@@ -223,6 +223,7 @@ fn stats_json(stats: &Stats) -> String {
     obj.number("messages_out", stats.messages_out);
     obj.number("bytes_out", stats.bytes_out);
     obj.number("written_by_hub", stats.written_by_hub);
+    obj.number("written_by_writer", stats.written_by_writer);
     obj.number("dropped_total", stats.dropped_total());
     obj.counts("dropped", &stats.dropped);
     obj.number("rejected_total", stats.rejected.values().sum::<u64>());

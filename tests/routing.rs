@@ -343,3 +343,52 @@ fn frames_stay_whole_and_in_order_when_the_hub_writes_to_a_sleeping_receiver() {
         stats.messages_out
     );
 }
+
+#[test]
+fn many_sleeping_receivers_get_lone_messages_whole_and_in_order() {
+    // A lone message to many sleeping receivers is written by the hub and,
+    // on two or more cores, half of them by its second writer thread. Every
+    // receiver must read whole frames, each message once and in order,
+    // through lone messages and bursts alike.
+    let server = server(ServerConfig::default());
+    let mut raws: Vec<_> = (0..40)
+        .map(|i| common::raw_ws(server.local_addr(), &format!("lobby/r{i}")))
+        .collect();
+    let sender = join(&server, "lobby/sender");
+    wait_for(|| names(&server).len() == 41, "every client online");
+    let mut next = 0u32;
+    for round in 0..30u32 {
+        let burst = if round % 3 == 2 { 20 } else { 1 };
+        for _ in 0..burst {
+            sender.send_text(format!("m{next:06}")).unwrap();
+            next += 1;
+        }
+        // Everyone reads the round before the next, so the receivers'
+        // sessions are asleep again when the next lone message comes.
+        for raw in &mut raws {
+            for expected in next - burst..next {
+                let (op, payload) = common::read_frame(raw).expect("a whole frame");
+                assert_eq!(op, 1);
+                assert_eq!(payload, format!("m{expected:06}").as_bytes());
+            }
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats.messages_out, 40 * u64::from(next));
+    assert_eq!(stats.dropped_total(), 0);
+    assert!(
+        stats.written_by_hub > 0,
+        "lone messages are written by the hub"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 2 {
+        assert!(
+            stats.written_by_writer > 0 && stats.written_by_writer < stats.written_by_hub,
+            "the second writer takes part of them: {} of {}",
+            stats.written_by_writer,
+            stats.written_by_hub
+        );
+    } else {
+        assert_eq!(stats.written_by_writer, 0, "one core: the hub writes alone");
+    }
+}
