@@ -61,7 +61,7 @@ fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> O
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let mut stream = secure(ctx, tcp, peer, deadline)?;
     let max = ctx.cfg.max_header_bytes;
-    let stop = &ctx.handle.stop.flag;
+    let stop = ctx.gate.stopping();
     let (req, rest) = match http::read_head(&mut stream, deadline, max, stop) {
         Ok(head) => head,
         Err(e) => {
@@ -102,7 +102,7 @@ fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> O
 fn secure(ctx: &Context, tcp: TcpStream, peer: SocketAddr, deadline: Instant) -> Option<Stream> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &ctx.cfg.tls {
-        return match tls.accept(tcp, deadline, &ctx.handle.stop.flag) {
+        return match tls.accept(tcp, deadline, ctx.gate.stopping()) {
             Ok(stream) => Some(stream),
             Err(e) => {
                 info!("dropped {peer}: TLS handshake failed: {e}");

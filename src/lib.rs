@@ -42,12 +42,14 @@
 //! # Threads
 //!
 //! ```text
-//!             TcpListener
+//!             TcpListener  (in one epoll set, the gate)
 //!                  |
-//!         [acceptor thread]  accept -> HTTP or WebSocket handshake
-//!                  |  one thread per client (a finished one is reused)
+//!         [acceptor thread]  accepts only while no finished session thread
+//!                  |         waits in the gate; starts one thread per client
 //!                  v
-//!    [session thread] x N  owns its socket and its tungstenite::WebSocket
+//!    [session thread] x N  HTTP or WebSocket handshake, then owns its socket
+//!                          and its tungstenite::WebSocket; when done, waits
+//!                          in the gate and accepts the next connection
 //!        |        ^
 //!  Event |        | frame encoded once (crossbeam channel + epoll wake-up)
 //!        v        |
@@ -59,7 +61,8 @@
 //! ```
 //!
 //! - [`server`]: binding, [`Server`] and [`ServerHandle`].
-//! - [`acceptor`]: new connections, connection limits, one thread each.
+//! - [`acceptor`]: new connections (who accepts them), connection
+//!   limits, one thread each.
 //! - [`connection`]: a connection's TLS and HTTP handshake, then its
 //!   session as a hub client.
 //! - [`session`]: the per-connection loop, full duplex

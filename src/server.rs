@@ -4,34 +4,30 @@
 //!
 //! [`Server::bind_with_config`] starts two long-lived threads: the hub
 //! ([`run_hub`], which owns all shared state) and the acceptor
-//! ([`run_acceptor`], which owns the listening socket and starts one
-//! [connection](crate::connection) thread per client). [`Server`] owns
-//! both threads; [`ServerHandle`] is the cloneable remote control other
-//! threads (console, signal handler, tests) use. Both talk to the hub only
+//! ([`run_acceptor`], which starts one [connection](crate::connection)
+//! thread per client whenever no finished connection thread is waiting to
+//! take the next connection itself; the listening socket sits in the
+//! [`Gate`] they all wait in). [`Server`] owns both threads;
+//! [`ServerHandle`] is the cloneable remote control other threads
+//! (console, signal handler, tests) use. Both talk to the hub only
 //! through its channel.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::info;
-use mio::unix::SourceFd;
-use mio::{Interest, Poll, Token, Waker};
 use tungstenite::Message;
 
-use crate::acceptor::{run_acceptor, Acceptor};
+use crate::acceptor::{run_acceptor, Admission, Gate};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::hub::{run_hub, ClientInfo, Command, Event};
 use crate::stats::Stats;
 
-/// The acceptor's epoll tokens.
-pub(crate) const LISTENER: Token = Token(0);
-pub(crate) const STOP: Token = Token(1);
 /// Events the hub's channel holds before senders wait. The channel writes
 /// every slot when it is made, so this is resident from the start: 1024
 /// slots of 80 bytes are 80 KiB, and a hub round takes up to 4096 events
@@ -56,16 +52,10 @@ pub struct Server {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     hub: Sender<Event>,
-    pub(crate) stop: Arc<Stop>,
+    // Where new connections are taken, and the stop request.
+    pub(crate) gate: Arc<Gate>,
     // Connection threads alive (handshaking or in a session).
     active: Arc<AtomicUsize>,
-}
-
-/// Tells the acceptor to stop.
-#[derive(Debug)]
-pub(crate) struct Stop {
-    pub(crate) flag: AtomicBool,
-    waker: Waker,
 }
 
 /// What every connection thread needs; shared read-only.
@@ -78,13 +68,10 @@ pub(crate) struct Context {
     // Connection threads alive (handshaking or in a session).
     pub(crate) active: Arc<AtomicUsize>,
     pub(crate) next_id: AtomicU64,
-    // Connection threads report their peer's IP here when they end, so the
-    // acceptor can keep its per-address counts (only with a per-IP limit).
-    pub(crate) ended: Sender<IpAddr>,
-    // Threads busy answering refused connections.
-    pub(crate) refusing: AtomicUsize,
-    // Connection threads waiting to be handed their next connection.
-    pub(crate) idle_workers: AtomicUsize,
+    // The listener and the threads waiting in it (see `acceptor`).
+    pub(crate) gate: Arc<Gate>,
+    // The connection limits' counts.
+    pub(crate) admission: Admission,
 }
 
 impl Server {
@@ -114,19 +101,8 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::io("setting up the listener", e))?;
-        let poll = Poll::new().map_err(|e| Error::io("creating the acceptor's epoll", e))?;
-        poll.registry()
-            .register(
-                &mut SourceFd(&listener.as_raw_fd()),
-                LISTENER,
-                Interest::READABLE,
-            )
-            .map_err(|e| Error::io("registering the listener", e))?;
-        let stop = Arc::new(Stop {
-            flag: AtomicBool::new(false),
-            waker: Waker::new(poll.registry(), STOP)
-                .map_err(|e| Error::io("creating the acceptor's waker", e))?,
-        });
+        let gate = Gate::new(listener).map_err(|e| Error::io("setting up the listener", e))?;
+        let gate = Arc::new(gate);
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
         let hub = spawn("wshub-hub", {
@@ -136,23 +112,20 @@ impl Server {
         let handle = ServerHandle {
             local_addr,
             hub: hub_tx.clone(),
-            stop: stop.clone(),
+            gate: gate.clone(),
             active: Arc::new(AtomicUsize::new(0)),
         };
         let scheme = if tls_enabled(&cfg) { "wss" } else { "ws" };
-        let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
         let ctx = Arc::new(Context {
             cfg,
             hub: hub_tx,
             handle: handle.clone(),
             active: handle.active.clone(),
             next_id: AtomicU64::new(1),
-            ended: ended_tx,
-            refusing: AtomicUsize::new(0),
-            idle_workers: AtomicUsize::new(0),
+            gate,
+            admission: Admission::new(),
         });
-        let acceptor = Acceptor::new(listener, poll, ctx, stop.clone(), ended_rx);
-        let acceptor = spawn("wshub-acceptor", move || run_acceptor(acceptor))?;
+        let acceptor = spawn("wshub-acceptor", move || run_acceptor(ctx))?;
         info!("listening on {scheme}://{local_addr}");
         Ok(Server {
             handle,
@@ -283,9 +256,7 @@ impl ServerHandle {
     }
 
     fn stop_acceptor(&self) {
-        if !self.stop.flag.swap(true, Ordering::SeqCst) {
-            let _ = self.stop.waker.wake();
-        }
+        self.gate.stop();
     }
 
     /// Sends a command carrying a reply channel and waits for the answer.
