@@ -281,19 +281,33 @@ struct Job {
 }
 
 /// Applies the connection limits. `Some` holds the connection's place in
-/// them (given back by [`Slot`]); `None` when it was refused.
+/// them (given back by [`Slot`]); `None` when it was refused. Several
+/// threads may admit at once, so a place is taken with one atomic step
+/// and the limits stay exact.
 fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
     let cfg = &ctx.cfg;
-    let open = ctx.active.load(Ordering::SeqCst);
-    if open >= cfg.max_clients {
-        let detail = format!("server full ({open} connections)");
-        refuse(ctx, tcp, peer, "server full", detail);
-        return None;
-    }
-    if let Some(budget) = thread_budget(ctx).filter(|b| open >= *b) {
-        let detail = format!("address-space limit reached ({budget} connections fit)");
-        refuse(ctx, tcp, peer, "out of memory", detail);
-        return None;
+    let budget = thread_budget(ctx);
+    let limit = budget.map_or(cfg.max_clients, |b| b.min(cfg.max_clients));
+    let mut open = ctx.active.load(Ordering::SeqCst);
+    loop {
+        if open >= limit {
+            if open >= cfg.max_clients {
+                let detail = format!("server full ({open} connections)");
+                refuse(ctx, tcp, peer, "server full", detail);
+            } else {
+                let fit = budget.unwrap_or_default();
+                let detail = format!("address-space limit reached ({fit} connections fit)");
+                refuse(ctx, tcp, peer, "out of memory", detail);
+            }
+            return None;
+        }
+        let taken =
+            ctx.active
+                .compare_exchange_weak(open, open + 1, Ordering::SeqCst, Ordering::SeqCst);
+        match taken {
+            Ok(_) => break,
+            Err(now) => open = now,
+        }
     }
     if cfg.max_clients_per_ip > 0 {
         let mut per_ip = ctx
@@ -305,12 +319,12 @@ fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
         if *n >= cfg.max_clients_per_ip {
             let detail = format!("too many connections from {} ({n})", peer.ip());
             drop(per_ip);
+            ctx.active.fetch_sub(1, Ordering::SeqCst);
             refuse(ctx, tcp, peer, "too many from one address", detail);
             return None;
         }
         *n += 1;
     }
-    ctx.active.fetch_add(1, Ordering::SeqCst);
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     Some(Job { tcp, peer, id })
 }

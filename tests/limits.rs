@@ -16,6 +16,8 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -119,6 +121,62 @@ fn over_max_clients_per_ip_gets_503() {
     let _later = admitted_again(addr);
     wait_online(&server, "later");
     assert_pair_works(&a, &b);
+}
+
+/// Opens `n` upgrades to `addr` at the same moment; returns each one's
+/// HTTP status with its connection (kept open).
+fn upgrades_at_once(addr: SocketAddr, n: usize) -> Vec<(u16, TcpStream)> {
+    let start = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                let (tcp, head) = upgrade_raw(addr, &format!("rush{i}"), &[]);
+                (http_status(&head), tcp)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn limits_stay_exact_when_several_threads_accept_at_once() {
+    // Finished connection threads accept the next connection themselves,
+    // so several may admit at the same moment: neither limit may let one
+    // more in.
+    for (cfg, allowed, reason) in [
+        (ServerConfig::default().max_clients(5), 5, "server full"),
+        (
+            ServerConfig::default().max_clients_per_ip(4),
+            4,
+            "too many from one address",
+        ),
+    ] {
+        let server = server(cfg);
+        let addr = server.local_addr();
+        // Leave finished threads waiting for connections.
+        let warm: Vec<Client> = (0..4).map(|i| join(&server, &format!("w{i}"))).collect();
+        for client in warm {
+            client.close(1000, "done");
+        }
+        wait_for(
+            || server.handle().active_connections() == 0,
+            "the warm-up clients to leave",
+        );
+        let results = upgrades_at_once(addr, 14);
+        let admitted = results.iter().filter(|(status, _)| *status == 101).count();
+        let refused = results.iter().filter(|(status, _)| *status == 503).count();
+        assert_eq!((admitted, refused), (allowed, 14 - allowed), "{reason}");
+        wait_for(
+            || rejected(&server, reason) == (14 - allowed) as u64,
+            "the refusals to be counted",
+        );
+        wait_for(
+            || server.clients().len() == allowed,
+            "the admitted clients to join",
+        );
+    }
 }
 
 /// Trickles a request that never ends on a new connection, and keeps the
