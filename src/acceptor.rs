@@ -18,9 +18,9 @@
 //! handing every connection to a waiting thread, a connect, handshake and
 //! close cycle cost 81-95 µs of server CPU and about five context
 //! switches; with the gate, 61-63 µs (measured with `cargo bench --bench
-//! load -- --scenario connect`). A connection over a
-//! limit gets 503 from a short-lived thread, so no thread that takes
-//! connections waits on a client.
+//! load -- --scenario connect`). A connection over a limit gets 503 from
+//! a short-lived thread, so no thread that takes connections waits on a
+//! client.
 //!
 //! The per-address counts live in [`Admission`], behind a lock that only
 //! a server with `--max-clients-per-ip` takes.
