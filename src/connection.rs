@@ -13,6 +13,7 @@
 //! it, see `session::Direct`). A thread that serves one connection after
 //! another keeps its epoll set ([`Reactor`]) from one to the next.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,7 @@ use log::{debug, info, warn};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::acceptor::UPGRADE_SEND;
 use crate::close::CloseInfo;
 use crate::handshake::{self, Verdict};
 use crate::http::{self, HeadError, Response};
@@ -57,12 +59,14 @@ pub(crate) fn serve_connection(
 /// WebSocket upgrade, `None` when the connection was answered and closed.
 #[inline(never)]
 fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<NewClient> {
-    let _ = tcp.set_nodelay(true);
+    // TCP_NODELAY and the handshake's socket timeouts come from the
+    // listener (see `acceptor::Gate::new`); TLS sets timeouts of its own.
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let mut stream = secure(ctx, tcp, peer, deadline)?;
+    let sliced = matches!(stream, Stream::Plain(_));
     let max = ctx.cfg.max_header_bytes;
     let stop = ctx.gate.stopping();
-    let (req, rest) = match http::read_head(&mut stream, deadline, max, stop) {
+    let (req, rest) = match http::read_head_in_slices(&mut stream, deadline, max, stop, sliced) {
         Ok(head) => head,
         Err(e) => {
             refuse_head(ctx, &mut stream, peer, e);
@@ -83,8 +87,17 @@ fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> O
             None
         }
         Verdict::Upgrade { response, protocol } => {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            http::send(&mut stream, &response, false, deadline).ok()?;
+            if sliced {
+                // Within the write timeout the socket inherited.
+                let bytes = response.to_bytes(false);
+                stream
+                    .write_all(&bytes)
+                    .and_then(|()| stream.flush())
+                    .ok()?;
+            } else {
+                let deadline = Instant::now() + UPGRADE_SEND;
+                http::send(&mut stream, &response, false, deadline).ok()?;
+            }
             Some(NewClient {
                 stream,
                 rest,

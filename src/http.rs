@@ -77,11 +77,24 @@ pub fn read_head(
     max_bytes: usize,
     stop: &AtomicBool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
+    read_head_in_slices(stream, deadline, max_bytes, stop, false)
+}
+
+/// [`read_head`] on a socket whose read timeout may already be
+/// [`STOP_CHECK`] (`sliced`: a server socket that inherited it from its
+/// listener), so it is only set to end at the deadline.
+pub(crate) fn read_head_in_slices(
+    stream: &mut Stream,
+    deadline: Instant,
+    max_bytes: usize,
+    stop: &AtomicBool,
+    sliced: bool,
+) -> Result<(Request, Vec<u8>), HeadError> {
     // The head is read straight into `buf` and parsed with a header table
     // on the heap: a connection thread's stack stays small (see
     // `connection::serve_connection`).
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut timeout_set = false;
+    let mut timeout_set = sliced;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
