@@ -34,8 +34,9 @@
 //! send gets a lone message written to its socket by the hub itself, which
 //! costs one `write()` instead of a thread's wake-up (`session::Direct`).
 //! When many receivers get such a lone message, a second thread writes
-//! half of them on another core ([`crate::writer`]), and the hub waits for
-//! it before its next round.
+//! half of them on another core ([`crate::writer`]); the hub takes back
+//! what that thread has not started and waits for the rest before its
+//! next round.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -195,10 +196,9 @@ struct Hub {
     // Deliveries queued since the last wake round.
     queued: usize,
     shutting_down: Option<Instant>,
-    // The second writer (plain TCP on two or more cores), and the list
-    // lent to it each round, kept for its allocation.
+    // The second writer (plain TCP on two or more cores), and the frames
+    // lent to it this round and not yet back.
     writer: Option<Writer>,
-    lent: Vec<Lent>,
     lent_frames: usize,
 }
 
@@ -283,7 +283,6 @@ impl Hub {
             shutting_down: None,
             // Only plain TCP sessions lend their sockets.
             writer: cfg_plain.then(Writer::start).flatten(),
-            lent: Vec::new(),
             lent_frames: 0,
         }
     }
@@ -541,7 +540,7 @@ impl Hub {
     fn wake_dirty(&mut self, idle: bool) {
         self.queued = 0;
         let mut dirty = std::mem::take(&mut self.dirty);
-        let lent = idle && self.lend_half(&dirty);
+        let lent = if idle { self.lend_half(&dirty) } else { 0 };
         for id in dirty.drain(..) {
             if let Some(entry) = self.clients.get_mut(&id) {
                 entry.dirty = false;
@@ -558,17 +557,17 @@ impl Hub {
             }
         }
         self.dirty = dirty;
-        if lent {
-            self.take_back();
+        if lent > 0 {
+            self.take_back(lent);
         }
     }
 
     /// Lends the second writer the second half of the batches the hub
     /// would write itself this round, if there are enough of them.
-    /// Returns whether it did.
-    fn lend_half(&mut self, dirty: &[u64]) -> bool {
+    /// Returns how many it lent.
+    fn lend_half(&mut self, dirty: &[u64]) -> usize {
         let Some(writer) = &self.writer else {
-            return false;
+            return 0;
         };
         let lone = |id: &u64| {
             self.clients
@@ -577,11 +576,11 @@ impl Hub {
         };
         let n = dirty.iter().filter(|id| lone(id)).count();
         if n < SPLIT_MIN {
-            return false;
+            return 0;
         }
-        let mut list = std::mem::take(&mut self.lent);
-        self.lent_frames = 0;
         let mut skip = n - n / 2;
+        let mut lent = 0;
+        let mut gone = false;
         for id in dirty {
             let Some(entry) = self.clients.get_mut(id) else {
                 continue;
@@ -593,66 +592,94 @@ impl Hub {
                 skip -= 1;
                 continue;
             }
-            self.lent_frames += entry.batch.len();
-            list.push(Lent {
+            let frames = entry.batch.len();
+            let item = Lent {
                 id: *id,
                 outbox: entry.outbox.clone(),
                 batch: std::mem::take(&mut entry.batch),
                 written: false,
-            });
-        }
-        match writer.lend(list) {
-            Ok(()) => true,
-            Err(list) => {
-                // The thread has gone: put everything back and write alone.
-                warn!("the second writer thread has ended; the hub writes alone");
-                self.writer = None;
-                self.restore(list);
-                false
+                by_writer: false,
+            };
+            if let Err(item) = writer.lend(item) {
+                entry.batch = item.batch;
+                gone = true;
+                break;
             }
+            self.lent_frames += frames;
+            lent += 1;
         }
+        if gone {
+            // The thread has gone: take back (and write) what it was lent
+            // this round; from now on the hub writes alone.
+            warn!("the second writer thread has ended; the hub writes alone");
+            self.take_back(lent);
+            self.writer = None;
+            return 0;
+        }
+        lent
     }
 
-    /// Waits for the list lent this round, keeps the books for what was
-    /// written, and queues for its session (woken) what was not.
-    fn take_back(&mut self) {
-        let Some(list) = self.writer.as_ref().and_then(Writer::collect) else {
-            // It died with the list (a bug): those frames may be gone.
-            let n = std::mem::take(&mut self.lent_frames);
-            warn!("the second writer thread failed with {n} frames; the hub writes alone");
-            self.writer = None;
-            self.stats.drop("writer failed", n as u64);
+    /// Ends a round with a second writer: writes the lent batches it has
+    /// not started, waits for those it is writing, and keeps the books.
+    fn take_back(&mut self, mut lent: usize) {
+        let Some(writer) = self.writer.take() else {
             return;
         };
-        self.restore(list);
+        let mut alive = true;
+        while lent > 0 {
+            let item = match writer.take_back() {
+                Some(mut item) => {
+                    item.write();
+                    item
+                }
+                None => match writer.finished() {
+                    Some(item) => item,
+                    None => {
+                        alive = false;
+                        break;
+                    }
+                },
+            };
+            lent -= 1;
+            self.lent_frames -= item.batch.len();
+            self.restore(item);
+        }
+        if alive {
+            self.writer = Some(writer);
+        } else {
+            // It died with some batches (a bug): they may be gone.
+            let n = std::mem::take(&mut self.lent_frames);
+            warn!("the second writer thread failed with {n} frames; the hub writes alone");
+            self.stats.drop("writer failed", n as u64);
+        }
     }
 
-    /// Gives lent batches back to their entries: written ones are counted
-    /// and kept empty for their buffers, the others handed over.
-    fn restore(&mut self, mut list: Vec<Lent>) {
-        for lent in list.drain(..) {
-            let Lent {
-                id,
-                mut batch,
-                written,
-                ..
-            } = lent;
-            // The map does not change while a list is lent.
-            let Some(entry) = self.clients.get_mut(&id) else {
-                continue;
-            };
-            if written {
-                self.stats.written_by_hub += batch.len() as u64;
+    /// Gives a lent batch back to its entry: written ones are counted and
+    /// kept empty for their buffers, the others handed over.
+    fn restore(&mut self, lent: Lent) {
+        let Lent {
+            id,
+            mut batch,
+            written,
+            by_writer,
+            ..
+        } = lent;
+        // The map does not change while batches are lent.
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if written {
+            self.stats.written_by_hub += batch.len() as u64;
+            if by_writer {
                 self.stats.written_by_writer += batch.len() as u64;
-                batch.clear();
-                entry.batch = batch;
-            } else {
-                entry.batch = batch;
-                hand_over(entry, &mut self.stats);
-                entry.outbox.wake();
             }
+            batch.clear();
+            entry.batch = batch;
+        } else {
+            entry.batch = batch;
+            hand_over(entry, &mut self.stats);
+            entry.outbox.wake();
         }
-        self.lent = list;
     }
 
     fn command(&mut self, cmd: Command) {

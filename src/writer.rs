@@ -14,12 +14,15 @@
 //! # Who owns what
 //!
 //! The hub owns every batch. At the end of a round it lends the second
-//! half of the batches it would write itself to this thread in one
-//! [`Lent`] list, writes the first half, and waits for the list to come
-//! back before it starts another round. So no two threads ever write to
-//! one socket at the same time, and a receiver's frames keep their order.
-//! The thread holds nothing between rounds; it ends when the hub drops
-//! its [`Writer`].
+//! half of the batches it would write itself to this thread, one [`Lent`]
+//! at a time over a channel, and writes the first half. Then it takes
+//! back from the same channel whatever this thread has not started (if
+//! the thread has not been scheduled yet, the hub ends up writing
+//! everything, as it would alone) and waits only for the ones this thread
+//! is writing, before it starts another round. So no two threads ever
+//! write to one socket at the same time, and a receiver's frames keep
+//! their order. The thread holds nothing between rounds; it ends when the
+//! hub drops its [`Writer`].
 
 use std::thread::{self, JoinHandle};
 
@@ -41,16 +44,28 @@ pub(crate) struct Lent {
     pub(crate) outbox: Outbox,
     /// The frames.
     pub(crate) batch: Batch,
-    /// Set by the writer: whether they were written (or handed to the
-    /// session with what the socket did not take), as
-    /// `Outbox::write_direct` returns it.
+    /// Whether they were written (or handed to the session with what the
+    /// socket did not take), as `Outbox::write_direct` returns it.
     pub(crate) written: bool,
+    /// Whether the writer thread wrote them (rather than the hub, which
+    /// took them back before the thread started on them).
+    pub(crate) by_writer: bool,
+}
+
+impl Lent {
+    /// Writes the frames straight to the receiver's socket.
+    pub(crate) fn write(&mut self) {
+        self.written = self.outbox.write_direct(&self.batch);
+    }
 }
 
 /// The hub's handle on its second writer thread.
 pub(crate) struct Writer {
-    jobs: Option<Sender<Vec<Lent>>>,
-    done: Receiver<Vec<Lent>>,
+    todo: Option<Sender<Lent>>,
+    // The same queue the thread takes from: the hub takes back what the
+    // thread has not started.
+    queue: Receiver<Lent>,
+    done: Receiver<Lent>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,24 +78,25 @@ impl Writer {
         if cores < 2 {
             return None;
         }
-        let (jobs, todo) = crossbeam_channel::bounded::<Vec<Lent>>(1);
-        let (finished, done) = crossbeam_channel::bounded(1);
+        let (todo, queue) = crossbeam_channel::unbounded::<Lent>();
+        let (finished, done) = crossbeam_channel::unbounded();
+        let taken = queue.clone();
         let spawned = thread::Builder::new()
             .name("wshub-writer".into())
             .stack_size(64 << 10)
             .spawn(move || {
-                for mut list in todo {
-                    for lent in &mut list {
-                        lent.written = lent.outbox.write_direct(&lent.batch);
-                    }
-                    if finished.send(list).is_err() {
+                for mut lent in taken {
+                    lent.write();
+                    lent.by_writer = true;
+                    if finished.send(lent).is_err() {
                         break;
                     }
                 }
             });
         match spawned {
             Ok(thread) => Some(Writer {
-                jobs: Some(jobs),
+                todo: Some(todo),
+                queue,
                 done,
                 thread: Some(thread),
             }),
@@ -91,26 +107,30 @@ impl Writer {
         }
     }
 
-    /// Hands `list` to the writer thread. `Err` gives it back when the
+    /// Hands `lent` to the writer thread. `Err` gives it back when the
     /// thread has gone.
-    pub(crate) fn lend(&self, list: Vec<Lent>) -> Result<(), Vec<Lent>> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(list).map_err(|e| e.into_inner()),
-            None => Err(list),
+    pub(crate) fn lend(&self, lent: Lent) -> Result<(), Lent> {
+        match &self.todo {
+            Some(todo) => todo.send(lent).map_err(|e| e.into_inner()),
+            None => Err(lent),
         }
     }
 
-    /// Waits for the list lent last, each entry marked written or not.
-    /// `None` if the thread died with it (a bug; the hub then counts those
-    /// frames as lost).
-    pub(crate) fn collect(&self) -> Option<Vec<Lent>> {
+    /// Takes back one lent batch the thread has not started, if any.
+    pub(crate) fn take_back(&self) -> Option<Lent> {
+        self.queue.try_recv().ok()
+    }
+
+    /// Waits for a batch the thread has written. `None` if the thread
+    /// died (a bug; the hub then counts what it still had as lost).
+    pub(crate) fn finished(&self) -> Option<Lent> {
         self.done.recv().ok()
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        drop(self.jobs.take());
+        drop(self.todo.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
