@@ -547,13 +547,8 @@ impl Hub {
                 if entry.batch.is_empty() {
                     continue; // lent, or handed over early (then woken)
                 }
-                if idle && direct_size(&entry.batch) && entry.outbox.write_direct(&entry.batch) {
-                    self.stats.written_by_hub += entry.batch.len() as u64;
-                    entry.batch.clear();
-                    continue;
-                }
-                hand_over(entry, &mut self.stats);
-                entry.outbox.wake();
+                let written = idle && lone(&entry.batch) && entry.outbox.write_direct(&entry.batch);
+                settle(entry, written, &mut self.stats);
             }
         }
         self.dirty = dirty;
@@ -569,12 +564,11 @@ impl Hub {
         let Some(writer) = &self.writer else {
             return 0;
         };
-        let lone = |id: &u64| {
-            self.clients
-                .get(id)
-                .is_some_and(|e| !e.batch.is_empty() && direct_size(&e.batch))
-        };
-        let n = dirty.iter().filter(|id| lone(id)).count();
+        let clients = &self.clients;
+        let n = dirty
+            .iter()
+            .filter(|id| clients.get(id).is_some_and(|e| lone(&e.batch)))
+            .count();
         if n < SPLIT_MIN {
             return 0;
         }
@@ -585,7 +579,7 @@ impl Hub {
             let Some(entry) = self.clients.get_mut(id) else {
                 continue;
             };
-            if entry.batch.is_empty() || !direct_size(&entry.batch) {
+            if !lone(&entry.batch) {
                 continue;
             }
             if skip > 0 {
@@ -654,12 +648,12 @@ impl Hub {
         }
     }
 
-    /// Gives a lent batch back to its entry: written ones are counted and
-    /// kept empty for their buffers, the others handed over.
+    /// Gives a lent batch back to its entry and settles it (see
+    /// [`settle`]).
     fn restore(&mut self, lent: Lent) {
         let Lent {
             id,
-            mut batch,
+            batch,
             written,
             by_writer,
             ..
@@ -668,18 +662,11 @@ impl Hub {
         let Some(entry) = self.clients.get_mut(&id) else {
             return;
         };
-        if written {
-            self.stats.written_by_hub += batch.len() as u64;
-            if by_writer {
-                self.stats.written_by_writer += batch.len() as u64;
-            }
-            batch.clear();
-            entry.batch = batch;
-        } else {
-            entry.batch = batch;
-            hand_over(entry, &mut self.stats);
-            entry.outbox.wake();
+        if written && by_writer {
+            self.stats.written_by_writer += batch.len() as u64;
         }
+        entry.batch = batch;
+        settle(entry, written, &mut self.stats);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -730,9 +717,23 @@ impl Hub {
     }
 }
 
-/// Whether `batch` is small enough for the hub to write itself.
-fn direct_size(batch: &Batch) -> bool {
-    batch.len() <= DIRECT_MAX && batch.payload() <= DIRECT_MAX_BYTES
+/// Whether `batch` holds a few small frames, which the hub (or its second
+/// writer) writes to a sleeping receiver itself.
+fn lone(batch: &Batch) -> bool {
+    !batch.is_empty() && batch.len() <= DIRECT_MAX && batch.payload() <= DIRECT_MAX_BYTES
+}
+
+/// Ends `entry`'s round: a batch `written` straight to its socket is
+/// counted and emptied (its buffer kept for the next round); any other is
+/// handed to the session, which is woken.
+fn settle(entry: &mut Entry, written: bool, stats: &mut Stats) {
+    if written {
+        stats.written_by_hub += entry.batch.len() as u64;
+        entry.batch.clear();
+    } else {
+        hand_over(entry, stats);
+        entry.outbox.wake();
+    }
 }
 
 /// Gives the frames queued for `entry` this round to its session. If the

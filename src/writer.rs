@@ -108,11 +108,13 @@ impl Writer {
     }
 
     /// Hands `lent` to the writer thread. `Err` gives it back when the
-    /// thread has gone.
+    /// thread has ended (it only could by a bug). The channel itself never
+    /// refuses: this handle keeps a receiver of it.
     pub(crate) fn lend(&self, lent: Lent) -> Result<(), Lent> {
+        let alive = self.thread.as_ref().is_some_and(|t| !t.is_finished());
         match &self.todo {
-            Some(todo) => todo.send(lent).map_err(|e| e.into_inner()),
-            None => Err(lent),
+            Some(todo) if alive => todo.send(lent).map_err(|e| e.into_inner()),
+            _ => Err(lent),
         }
     }
 
