@@ -288,10 +288,13 @@ struct Job {
     tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
+    // Its place in the limits, given back when the job is dropped.
+    slot: Slot,
 }
 
 /// Applies the connection limits. `Some` holds the connection's place in
-/// them (given back by [`Slot`]); `None` when it was refused. Several
+/// them ([`Slot`], given back when the job is dropped); `None` when it was
+/// refused. Several
 /// threads may admit at once, so a place is taken with one atomic step
 /// and the limits stay exact.
 fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
@@ -336,7 +339,16 @@ fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
         *n += 1;
     }
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    Some(Job { tcp, peer, id })
+    let slot = Slot {
+        ctx: ctx.clone(),
+        ip: peer.ip(),
+    };
+    Some(Job {
+        tcp,
+        peer,
+        id,
+        slot,
+    })
 }
 
 /// How many connection threads fit under an address-space limit
@@ -387,16 +399,12 @@ fn refuse(
 fn start_thread(ctx: &Arc<Context>, job: Job) {
     let peer = job.peer;
     let worker_ctx = ctx.clone();
-    // The job travels in a slot that gives its place back even if the
-    // thread never starts.
-    let slot = Slot {
-        ctx: ctx.clone(),
-        ip: peer.ip(),
-    };
+    // A job that never reaches its thread gives its place back as it is
+    // dropped with the closure.
     let spawned = thread::Builder::new()
         .name("wshub-conn".into())
         .stack_size(ctx.cfg.thread_stack)
-        .spawn(move || run_worker(&worker_ctx, job, slot));
+        .spawn(move || run_worker(&worker_ctx, job));
     if let Err(e) = spawned {
         warn!("refused {peer}: cannot start a thread: {e}");
         let _ = ctx.hub.try_send(Event::Rejected("no thread"));
@@ -409,10 +417,17 @@ fn start_thread(ctx: &Arc<Context>, job: Job) {
 /// handshake and close cycles per second with a new thread each time,
 /// 12.4-12.6 k with reuse). Ends when no connection comes in time or the
 /// server stops, so a quiet server keeps no spare threads.
-fn run_worker(ctx: &Arc<Context>, mut job: Job, mut slot: Slot) {
+fn run_worker(ctx: &Arc<Context>, mut job: Job) {
     let mut reactor = None;
     loop {
-        serve_connection(ctx, job.tcp, job.peer, job.id, &mut reactor);
+        let Job {
+            tcp,
+            peer,
+            id,
+            slot,
+            ..
+        } = job;
+        serve_connection(ctx, tcp, peer, id, &mut reactor);
         drop(slot);
         let gate = &ctx.gate;
         if gate.idle.fetch_add(1, Ordering::SeqCst) >= MAX_IDLE_WORKERS {
@@ -435,10 +450,6 @@ fn run_worker(ctx: &Arc<Context>, mut job: Job, mut slot: Slot) {
                     return;
                 }
             }
-        };
-        slot = Slot {
-            ctx: ctx.clone(),
-            ip: job.peer.ip(),
         };
     }
 }
