@@ -2,8 +2,9 @@
 //!
 //! # Who owns what
 //!
-//! [`serve_connection`] runs on the thread the acceptor started and owns
-//! the socket. It runs the TLS handshake when the server has TLS, reads the
+//! [`serve_connection`] runs on a connection thread (one the acceptor
+//! started, or one that accepted the connection itself after its last
+//! one, see [`acceptor`](crate::acceptor)) and owns the socket. It runs the TLS handshake when the server has TLS, reads the
 //! HTTP request head with a deadline, answers plain HTTP (the [web] page
 //! and API) or a refused handshake itself, and on a valid upgrade becomes
 //! the client's session thread: it tells the hub who joined, runs the
@@ -22,7 +23,6 @@ use log::{debug, info, warn};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use crate::acceptor::UPGRADE_SEND;
 use crate::close::CloseInfo;
 use crate::handshake::{self, Verdict};
 use crate::http::{self, HeadError, Response};
@@ -60,13 +60,12 @@ pub(crate) fn serve_connection(
 #[inline(never)]
 fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<NewClient> {
     // TCP_NODELAY and the handshake's socket timeouts come from the
-    // listener (see `acceptor::Gate::new`); TLS sets timeouts of its own.
+    // listener (see `acceptor::Gate::new`).
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let mut stream = secure(ctx, tcp, peer, deadline)?;
-    let sliced = matches!(stream, Stream::Plain(_));
     let max = ctx.cfg.max_header_bytes;
     let stop = ctx.gate.stopping();
-    let (req, rest) = match http::read_head_in_slices(&mut stream, deadline, max, stop, sliced) {
+    let (req, rest) = match http::read_head_in_slices(&mut stream, deadline, max, stop) {
         Ok(head) => head,
         Err(e) => {
             refuse_head(ctx, &mut stream, peer, e);
@@ -87,17 +86,12 @@ fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> O
             None
         }
         Verdict::Upgrade { response, protocol } => {
-            if sliced {
-                // Within the write timeout the socket inherited.
-                let bytes = response.to_bytes(false);
-                stream
-                    .write_all(&bytes)
-                    .and_then(|()| stream.flush())
-                    .ok()?;
-            } else {
-                let deadline = Instant::now() + UPGRADE_SEND;
-                http::send(&mut stream, &response, false, deadline).ok()?;
-            }
+            // Within the write timeout the socket inherited.
+            let bytes = response.to_bytes(false);
+            stream
+                .write_all(&bytes)
+                .and_then(|()| stream.flush())
+                .ok()?;
             Some(NewClient {
                 stream,
                 rest,
@@ -116,7 +110,20 @@ fn secure(ctx: &Context, tcp: TcpStream, peer: SocketAddr, deadline: Instant) ->
     #[cfg(feature = "tls")]
     if let Some(tls) = &ctx.cfg.tls {
         return match tls.accept(tcp, deadline, ctx.gate.stopping()) {
-            Ok(stream) => Some(stream),
+            // The TLS handshake set timeouts of its own: back to what a
+            // plain socket inherits, so the rest is the same for both.
+            Ok(stream) => {
+                let reset = stream
+                    .set_read_timeout(Some(http::STOP_CHECK))
+                    .and_then(|()| stream.set_write_timeout(Some(crate::acceptor::UPGRADE_SEND)));
+                match reset {
+                    Ok(()) => Some(stream),
+                    Err(e) => {
+                        debug!("{peer} went away after the TLS handshake: {e}");
+                        None
+                    }
+                }
+            }
             Err(e) => {
                 info!("dropped {peer}: TLS handshake failed: {e}");
                 let _ = ctx.hub.send(Event::Rejected("tls handshake"));

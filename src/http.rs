@@ -77,24 +77,26 @@ pub fn read_head(
     max_bytes: usize,
     stop: &AtomicBool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
-    read_head_in_slices(stream, deadline, max_bytes, stop, false)
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream
+        .set_read_timeout(Some(left.clamp(Duration::from_millis(1), STOP_CHECK)))
+        .map_err(HeadError::Io)?;
+    read_head_in_slices(stream, deadline, max_bytes, stop)
 }
 
-/// [`read_head`] on a socket whose read timeout may already be
-/// [`STOP_CHECK`] (`sliced`: a server socket that inherited it from its
-/// listener), so it is only set to end at the deadline.
+/// [`read_head`] on a socket whose read timeout is already
+/// [`STOP_CHECK`] (a server socket, which inherits it from the listener):
+/// the timeout is set again only to end at the deadline.
 pub(crate) fn read_head_in_slices(
     stream: &mut Stream,
     deadline: Instant,
     max_bytes: usize,
     stop: &AtomicBool,
-    sliced: bool,
 ) -> Result<(Request, Vec<u8>), HeadError> {
     // The head is read straight into `buf` and parsed with a header table
     // on the heap: a connection thread's stack stays small (see
     // `connection::serve_connection`).
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut timeout_set = sliced;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -103,13 +105,10 @@ pub(crate) fn read_head_in_slices(
         if stop.load(Ordering::Relaxed) {
             return Err(HeadError::Closed);
         }
-        // Wait in slices so a shutdown need not wait for slow clients. The
-        // slice is set once, and again only to end at the deadline.
-        if !timeout_set || left < STOP_CHECK {
-            stream
-                .set_read_timeout(Some(left.min(STOP_CHECK)))
-                .map_err(HeadError::Io)?;
-            timeout_set = true;
+        // Wait in slices so a shutdown need not wait for slow clients;
+        // the last slice ends at the deadline.
+        if left < STOP_CHECK {
+            stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
         }
         let filled = buf.len();
         buf.resize(filled + 1024, 0);
