@@ -135,21 +135,18 @@ impl Drop for Target {
 
 impl Spawned {
     /// Whether the process has not exited yet.
-    fn running(&self) -> bool {
-        // try_wait needs &mut; /proc says the same without reaping.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
-        stat.is_ok_and(|s| !s.contains(") Z "))
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGTERM, a few seconds for a graceful exit, then SIGKILL.
     fn stop(mut self) -> LogSummary {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if self.running() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
+        while Instant::now() < deadline && self.running() {
             thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
@@ -216,7 +213,7 @@ fn spawn(argv: &[String], label: &str, env: &[(&str, String)]) -> Result<Target,
             return Err(format!("cannot start {program}: {e}"));
         }
     };
-    let spawned = Spawned { child, log };
+    let mut spawned = Spawned { child, log };
     let deadline = Instant::now() + START_TIMEOUT;
     let addr = loop {
         let text = std::fs::read_to_string(&spawned.log).unwrap_or_default();
