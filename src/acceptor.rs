@@ -248,8 +248,12 @@ impl Gate {
 pub(crate) struct Admission {
     // Open connections per peer address (kept only with a per-IP limit).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    // The process's address-space size when the server started, bytes.
+    // The process's address-space size when the server started, bytes
+    // (for when it cannot be read later).
     base_vm: u64,
+    // Under an address-space limit: the most connections open at once so
+    // far, each admitted with room to spare (see `thread_budget`).
+    fitted: AtomicUsize,
     // Threads busy answering refused connections.
     refusing: AtomicUsize,
 }
@@ -260,6 +264,7 @@ impl Admission {
         Admission {
             per_ip: Mutex::new(HashMap::new()),
             base_vm: vm_size().unwrap_or(0),
+            fitted: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
         }
     }
@@ -351,16 +356,37 @@ fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
     })
 }
 
-/// How many connection threads fit under an address-space limit
-/// (`ulimit -v`, `prlimit --as`), if one is set. A thread whose stack
-/// cannot be mapped is refused cleanly, but a failed heap allocation
-/// aborts the whole process, so the server stops well before that.
+/// How many connections fit under an address-space limit (`ulimit -v`,
+/// `prlimit --as`), if one is set. A thread whose stack cannot be mapped
+/// is refused cleanly, but a failed heap allocation aborts the whole
+/// process, so the server stops well before that.
+///
+/// Two counts, the larger wins:
+/// - those open now, and as many more as the address space still free has
+///   room for. The size is read afresh for every connection (only under a
+///   limit): glibc reserves 64 MiB for each new thread's malloc arena, up
+///   to eight per core, so the space a connection takes is not a constant.
+///   Counted from the size at start, a server under `ulimit -v 400000` let
+///   298 clients in and then aborted on a 5-byte allocation.
+/// - the most that were open at once, each admitted by the first count.
+///   Their stacks and buffers stay mapped after they leave (glibc keeps
+///   stacks for new threads, idle connection threads keep theirs), so the
+///   size alone would look full for good after a busy moment, while that
+///   many connections fit again in the space they already took.
 fn thread_budget(ctx: &Context) -> Option<usize> {
     use rustix::process::{getrlimit, Resource};
     let limit = getrlimit(Resource::As).current?;
     let per_connection = ctx.cfg.thread_stack as u64 + AS_PER_CONNECTION;
-    let room = limit.saturating_sub(ctx.admission.base_vm + AS_RESERVE);
-    Some((room / per_connection) as usize)
+    let open = ctx.active.load(Ordering::SeqCst) as u64;
+    let used = vm_size().unwrap_or(ctx.admission.base_vm + open * per_connection);
+    let room = limit.saturating_sub(used + AS_RESERVE);
+    let fit = (open + room / per_connection) as usize;
+    if fit > open as usize {
+        ctx.admission
+            .fitted
+            .fetch_max(open as usize + 1, Ordering::SeqCst);
+    }
+    Some(fit.max(ctx.admission.fitted.load(Ordering::SeqCst)))
 }
 
 /// Answers a connection over a limit with 503 from a short-lived thread
@@ -483,8 +509,8 @@ impl Drop for Slot {
 
 /// This process's address-space size (`VmSize`), in bytes.
 fn vm_size() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    // The first field of statm: the size in pages.
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }

@@ -29,9 +29,11 @@ fn handshake(addr: std::net::SocketAddr, name: &str) -> Option<TcpStream> {
         .then_some(tcp)
 }
 
-/// Starts the server binary under `prlimit --as=LIMIT` (bytes), with one
-/// malloc arena so the address space it needs is predictable.
-fn limited_server(limit: Option<u64>) -> (common::Proc, std::net::SocketAddr) {
+/// Starts the server binary under `prlimit --as=LIMIT` (bytes). With
+/// `one_arena`, glibc's malloc keeps one arena, so the address space the
+/// server needs is predictable; otherwise each new thread may reserve a
+/// 64 MiB arena of its own, as it does by default.
+fn limited_server(limit: Option<u64>, one_arena: bool) -> (common::Proc, std::net::SocketAddr) {
     let bin = env!("CARGO_BIN_EXE_wshub-server");
     let mut args = vec![];
     let as_arg;
@@ -40,20 +42,33 @@ fn limited_server(limit: Option<u64>) -> (common::Proc, std::net::SocketAddr) {
         args.extend(["prlimit", as_arg.as_str(), "--"]);
     }
     args.extend([bin, "--bind", "127.0.0.1:0", "--mode", "echo"]);
-    let proc = common::Proc::spawn_env(args[0], &args[1..], &[("MALLOC_ARENA_MAX", "1")]);
+    let envs: &[(&str, &str)] = if one_arena {
+        &[("MALLOC_ARENA_MAX", "1")]
+    } else {
+        &[]
+    };
+    let proc = common::Proc::spawn_env(args[0], &args[1..], envs);
     let line = proc.stderr.wait_for("listening on ws");
     let addr = line.rsplit("://").next().unwrap().trim().parse().unwrap();
     (proc, addr)
 }
 
+/// How much address space the server takes with one client come and
+/// gone (so that every thread it starts with is running), in bytes.
+fn base_size(one_arena: bool) -> u64 {
+    let (probe, addr) = limited_server(None, one_arena);
+    let client = Client::connect(&url(addr, "probe")).unwrap();
+    client.send_text("hello").unwrap();
+    client.recv_timeout(WAIT).unwrap();
+    drop(client);
+    vm_size_kib(probe.child.id()) * 1024
+}
+
 #[test]
 fn out_of_address_space_refuses_new_clients_and_keeps_the_others() {
-    // How much address space the server takes before any client.
-    let (probe, _) = limited_server(None);
-    let base = vm_size_kib(probe.child.id()) * 1024;
-    drop(probe);
+    let base = base_size(true);
     // Room for the reserve and about 20 clients, not for a hundred.
-    let (mut server, addr) = limited_server(Some(base + (8 << 20) + 20 * (200 << 10)));
+    let (mut server, addr) = limited_server(Some(base + (8 << 20) + 20 * (200 << 10)), true);
 
     let echo = Client::connect(&url(addr, "steady")).unwrap();
     echo.send_text("before").unwrap();
@@ -106,4 +121,38 @@ fn out_of_address_space_refuses_new_clients_and_keeps_the_others() {
     echo.send(Message::text("after")).unwrap();
     assert_eq!(echo.recv_timeout(WAIT).unwrap().to_text().unwrap(), "after");
     assert!(server.is_running());
+}
+
+#[test]
+fn malloc_arenas_under_a_limit_lead_to_refusals_not_an_abort() {
+    // Room for a few of the 64 MiB arenas glibc gives new threads, and for
+    // far fewer than 600 clients once they are taken: counted from the
+    // size at start, the server used to let clients in until a small
+    // allocation failed and the process aborted.
+    let base = base_size(false);
+    let (mut server, addr) = limited_server(Some(base + (120 << 20)), false);
+
+    let echo = Client::connect(&url(addr, "steady")).unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..600 {
+        match handshake(addr, &format!("c{i}")) {
+            Some(tcp) => held.push(tcp),
+            None => refused += 1,
+        }
+    }
+    let log = server.stderr.all().join("\n");
+    assert!(server.is_running(), "the server died: {log}");
+    assert!(
+        !log.contains("memory allocation"),
+        "an allocation failed: {log}"
+    );
+    assert!(refused > 0, "all 600 got in; the limit did not bite");
+    server.stderr.wait_for("address-space limit reached");
+    echo.send_text("still here").unwrap();
+    assert_eq!(
+        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
+        "still here"
+    );
+    drop(held);
 }
