@@ -252,7 +252,7 @@ fn join(
         .write_buffer_size(0)
         .max_message_size(Some(cfg.max_message_size))
         .max_frame_size(Some(cfg.max_message_size));
-    let wire = Wire::buffered(new.stream);
+    let wire = Wire::buffered(new.stream, Some(ctx.spares.clone()));
     let ws = WebSocket::from_partially_read(wire, new.rest, Role::Server, Some(ws_cfg));
     let timing = Timing {
         ping_interval: cfg.ping_interval,

@@ -27,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::hub::{run_hub, ClientInfo, Command, Event};
 use crate::stats::Stats;
+use crate::wire::Spares;
 
 /// Events the hub's channel holds before senders wait. The channel writes
 /// every slot when it is made, so this is resident from the start: 1024
@@ -72,6 +73,8 @@ pub(crate) struct Context {
     pub(crate) gate: Arc<Gate>,
     // The connection limits' counts.
     pub(crate) admission: Admission,
+    // Where sessions give sent batch buffers back to the hub.
+    pub(crate) spares: Spares,
 }
 
 impl Server {
@@ -105,9 +108,11 @@ impl Server {
         let gate = Arc::new(gate);
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
+        let spares = Spares::new();
         let hub = spawn("wshub-hub", {
             let cfg = cfg.clone();
-            move || run_hub(cfg, hub_rx)
+            let spares = spares.clone();
+            move || run_hub(cfg, hub_rx, spares)
         })?;
         let handle = ServerHandle {
             local_addr,
@@ -124,6 +129,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             gate,
             admission: Admission::new(),
+            spares,
         });
         let acceptor = spawn("wshub-acceptor", move || run_acceptor(ctx))?;
         info!("listening on {scheme}://{local_addr}");
