@@ -26,7 +26,7 @@
 //! a server with `--max-clients-per-ip` takes.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -195,14 +195,10 @@ impl Gate {
     fn accept(&self) -> Option<Waited> {
         let result = self.listener.accept();
         if let Err(e) = &result {
-            // Another thread was quicker, a signal came, or the peer gave
-            // up before its turn: nothing to wait for.
-            let passing = [
-                ErrorKind::WouldBlock,
-                ErrorKind::Interrupted,
-                ErrorKind::ConnectionAborted,
-            ];
-            if !passing.contains(&e.kind()) {
+            // Anything else is about one connection (another thread was
+            // quicker, a signal came, the peer gave up before its turn),
+            // and nothing to wait for.
+            if out_of_resources(e) {
                 if !self.failing.swap(true, Ordering::SeqCst) {
                     warn!("accept failed: {e}; retrying every 100 ms");
                 }
@@ -241,6 +237,20 @@ impl Gate {
         }
         !self.stopping.load(Ordering::SeqCst)
     }
+}
+
+/// Whether an accept error is about this process or machine (out of
+/// descriptors, buffers or memory: the gate waits before it tries again)
+/// rather than about one connection. Linux also passes on network errors
+/// of a pending connection (EPROTO, ENETUNREACH, ...), which accept(2)
+/// says to treat like EAGAIN; a pause for those would hold up every other
+/// client.
+fn out_of_resources(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    )
 }
 
 /// The connection limits' state, shared by every thread that accepts.
@@ -513,4 +523,29 @@ fn vm_size() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_resource_errors_pause_the_gate() {
+        let os = |errno: rustix::io::Errno| io::Error::from_raw_os_error(errno.raw_os_error());
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            assert!(out_of_resources(&os(errno)), "{errno:?}");
+        }
+        for errno in [
+            Errno::AGAIN,
+            Errno::INTR,
+            Errno::CONNABORTED,
+            Errno::PROTO,
+            Errno::NETUNREACH,
+            Errno::HOSTUNREACH,
+            Errno::PERM,
+        ] {
+            assert!(!out_of_resources(&os(errno)), "{errno:?}");
+        }
+    }
 }

@@ -50,15 +50,24 @@ pub(crate) fn serve_connection(
     id: u64,
     reactor: &mut Option<Reactor>,
 ) {
-    if let Some(new) = answer_request(ctx, tcp, peer, id) {
+    if let Some(new) = answer_request(ctx, tcp, peer, id, reactor) {
         run_client(ctx, new, reactor);
     }
 }
 
 /// TLS, the request head and the answer to it; `Some` for an accepted
 /// WebSocket upgrade, `None` when the connection was answered and closed.
+/// An upgrade is accepted only once the thread has its epoll set
+/// (`reactor`), so a server out of file descriptors answers 503 instead
+/// of 101 and a dropped connection.
 #[inline(never)]
-fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<NewClient> {
+fn answer_request(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    reactor: &mut Option<Reactor>,
+) -> Option<NewClient> {
     // TCP_NODELAY and the handshake's socket timeouts come from the
     // listener (see `acceptor::Gate::new`).
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
@@ -86,6 +95,18 @@ fn answer_request(ctx: &Context, tcp: TcpStream, peer: SocketAddr, id: u64) -> O
             None
         }
         Verdict::Upgrade { response, protocol } => {
+            if reactor.is_none() {
+                match Reactor::new() {
+                    Ok(new) => *reactor = Some(new),
+                    Err(e) => {
+                        warn!("refused {peer}: cannot start a session: {e}");
+                        let _ = ctx.hub.send(Event::Rejected("out of resources"));
+                        let resp = Response::text(503, &format!("cannot start a session: {e}"));
+                        answer_and_close(&mut stream, &resp, false);
+                        return None;
+                    }
+                }
+            }
             // Within the write timeout the socket inherited.
             let bytes = response.to_bytes(false);
             stream
@@ -239,6 +260,7 @@ fn join(
     reactor: Option<Reactor>,
 ) -> Option<Box<Session<HubHandler>>> {
     let cfg = &ctx.cfg;
+    // `answer_request` made sure there is one.
     let reactor = match reactor.map_or_else(Reactor::new, Ok) {
         Ok(reactor) => reactor,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Under a small address-space limit (as `prlimit --as` or `ulimit -v` set
-//! on a board with little memory), the server refuses the clients that
-//! would not fit with 503 instead of crashing, logs it, keeps serving the
-//! clients it has, and takes new ones again once others leave.
+//! on a board with little memory) or a small open-file limit, the server
+//! refuses the clients that would not fit with 503 instead of crashing or
+//! dropping them after the handshake, logs it, keeps serving the clients
+//! it has, and takes new ones again once others leave.
 
 mod common;
 
@@ -155,4 +156,64 @@ fn malloc_arenas_under_a_limit_lead_to_refusals_not_an_abort() {
         "still here"
     );
     drop(held);
+}
+
+#[test]
+fn out_of_file_descriptors_answers_503_and_recovers() {
+    // Each client needs three descriptors (socket, epoll set, waker); 40
+    // leave room for about ten.
+    let bin = env!("CARGO_BIN_EXE_wshub-server");
+    let args = ["--nofile=40:40", "--", bin, "--bind", "127.0.0.1:0"];
+    let mut server = common::Proc::spawn("prlimit", &args);
+    let line = server.stderr.wait_for("listening on ws");
+    let addr: std::net::SocketAddr = line.rsplit("://").next().unwrap().trim().parse().unwrap();
+
+    let steady = Client::connect(&url(addr, "steady")).unwrap();
+    let mut held = Vec::new();
+    let (mut upgraded, mut refused) = (0, 0);
+    // Upgraded clients, kept open.
+    for i in 0..20 {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let request = common::upgrade_request(addr, &format!("c{i}"), &[]);
+        std::io::Write::write_all(&mut tcp, request.as_bytes()).unwrap();
+        let head = read_http_head(&mut tcp);
+        if head.starts_with("HTTP/1.1 101") {
+            upgraded += 1;
+            held.push(tcp);
+        } else {
+            assert!(
+                head.starts_with("HTTP/1.1 503"),
+                "neither 101 nor 503: {head:?}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        upgraded > 0 && refused > 0,
+        "{upgraded} upgraded, {refused} refused"
+    );
+    server
+        .stderr
+        .wait_for("cannot start a session: Too many open files");
+
+    // Every client that got 101 has a session: a message from `steady`
+    // reaches all of them.
+    steady.send_text("to all").unwrap();
+    for tcp in &mut held {
+        let mut frame = [0u8; 8];
+        std::io::Read::read_exact(tcp, &mut frame).expect("an upgraded client has a session");
+        assert_eq!(&frame, b"\x81\x06to all");
+    }
+
+    drop(held);
+    let back = (0..50).find_map(|attempt| {
+        let found = handshake(addr, &format!("again{attempt}"));
+        if found.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(back.is_some(), "no client accepted after the others left");
+    assert!(server.is_running());
 }

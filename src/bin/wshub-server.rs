@@ -409,13 +409,18 @@ fn raise_fd_limit(max_clients: usize) {
             );
         }
     }
+    // The server itself holds about ten descriptors (standard streams,
+    // listener, epoll sets, log file); the rest is headroom for
+    // connections being answered or refused.
+    const OWN: u64 = 16;
+    const HEADROOM: u64 = 64;
     let now = getrlimit(Resource::Nofile).current;
-    let needed = max_clients as u64 * 3 + 64;
+    let needed = max_clients as u64 * 3 + HEADROOM;
     if let Some(now) = now.filter(|n| *n < needed) {
         log::warn!(
             "open-file limit {now} is below the {needed} that --max-clients {max_clients} needs; \
              clients past about {} will be refused",
-            now.saturating_sub(64) / 3
+            now.saturating_sub(OWN) / 3
         );
     }
 }
