@@ -131,9 +131,15 @@ impl Client {
         };
         let handler = AppHandler { tx: tx.clone() };
         let reactor = Reactor::new().map_err(|e| Error::io("starting the session", e))?;
-        let (session, outbox) =
-            session::pair(ws, handler, timing, Some(SEND_QUEUE), reactor, false)
-                .map_err(|e| Error::io("starting the session", e))?;
+        let (session, outbox) = session::pair(
+            Box::new(ws),
+            handler,
+            timing,
+            session::channel(Some(SEND_QUEUE)),
+            reactor,
+            false,
+        )
+        .map_err(|e| Error::io("starting the session", e))?;
         thread::Builder::new()
             .name("wshub-client-session".into())
             .spawn(move || {

@@ -262,7 +262,9 @@ pub(crate) struct Timing {
 
 /// One connection's loop; see the module docs.
 pub(crate) struct Session<H> {
-    ws: WebSocket<Wire>,
+    // Boxed, so that moving it into the session costs the handshake's
+    // stack a pointer, not the whole WebSocket.
+    ws: Box<WebSocket<Wire>>,
     reactor: Reactor,
     inbox: Receiver<Outgoing>,
     // The rest of the batch taken from the inbox last.
@@ -281,21 +283,36 @@ pub(crate) struct Session<H> {
     peer_close: Option<CloseInfo>,
 }
 
+/// The channel under an outbox. With `capacity`, [`Outbox::push`] blocks
+/// while that many items wait (the client's backpressure); without, the
+/// outbox never blocks and the owner bounds it (the hub checks
+/// [`Outbox::len`] and [`Outbox::bytes`]).
+///
+/// Made apart from [`pair`], and by callers high up their thread's stack:
+/// crossbeam builds a channel on the stack before moving it to the heap,
+/// almost a kilobyte, and under `pair` that took a connection thread's
+/// stack into a third page, which a silent client keeps for good.
+#[inline(never)]
+pub(crate) fn channel(capacity: Option<usize>) -> (Sender<Outgoing>, Receiver<Outgoing>) {
+    match capacity {
+        Some(n) => crossbeam_channel::bounded(n),
+        None => crossbeam_channel::unbounded(),
+    }
+}
+
 /// Creates a session for `ws`, sleeping on `reactor`, and the outbox that
-/// feeds it. With `capacity`, [`Outbox::push`] blocks while that many items
-/// wait (the client's backpressure); without, the outbox never blocks and
-/// the owner bounds it (the hub checks [`Outbox::len`] and
-/// [`Outbox::bytes`]). With `lend_socket` (the server), a plain TCP socket
-/// is lent to the outbox's owner while the session sleeps ([`Direct`]).
+/// feeds it, over `channel` (from [`channel`]). With `lend_socket` (the
+/// server), a plain TCP socket is lent to the outbox's owner while the
+/// session sleeps ([`Direct`]).
 ///
 /// # Errors
 /// When the socket cannot be made non-blocking or registered with epoll.
 #[inline(never)] // its frame is not kept under the session loop's
 pub(crate) fn pair<H: Handler>(
-    ws: WebSocket<Wire>,
+    ws: Box<WebSocket<Wire>>,
     handler: H,
     timing: Timing,
-    capacity: Option<usize>,
+    channel: (Sender<Outgoing>, Receiver<Outgoing>),
     reactor: Reactor,
     lend_socket: bool,
 ) -> io::Result<(Box<Session<H>>, Outbox)> {
@@ -326,10 +343,7 @@ pub(crate) fn pair<H: Handler>(
                 })
             }),
     });
-    let (tx, inbox) = match capacity {
-        Some(n) => crossbeam_channel::bounded(n),
-        None => crossbeam_channel::unbounded(),
-    };
+    let (tx, inbox) = channel;
     // On the heap: the session lives as long as the connection, and a
     // thread's stack pages, once touched, stay for the thread's lifetime.
     let session = Box::new(Session {
