@@ -314,11 +314,30 @@ struct Job {
 /// and the limits stay exact.
 fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
     let cfg = &ctx.cfg;
+    // The address's place first: a flood from one address over its limit
+    // then never holds a place in the global count, where it could make a
+    // client from elsewhere look like one too many.
+    if cfg.max_clients_per_ip > 0 {
+        let mut per_ip = ctx
+            .admission
+            .per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = per_ip.entry(peer.ip()).or_default();
+        if *n >= cfg.max_clients_per_ip {
+            let detail = format!("too many connections from {} ({n})", peer.ip());
+            drop(per_ip);
+            refuse(ctx, tcp, peer, "too many from one address", detail);
+            return None;
+        }
+        *n += 1;
+    }
     let budget = thread_budget(ctx);
     let limit = budget.map_or(cfg.max_clients, |b| b.min(cfg.max_clients));
     let mut open = ctx.active.load(Ordering::SeqCst);
     loop {
         if open >= limit {
+            give_back_address(ctx, peer.ip());
             if open >= cfg.max_clients {
                 let detail = format!("server full ({open} connections)");
                 refuse(ctx, tcp, peer, "server full", detail);
@@ -336,22 +355,6 @@ fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
             Ok(_) => break,
             Err(now) => open = now,
         }
-    }
-    if cfg.max_clients_per_ip > 0 {
-        let mut per_ip = ctx
-            .admission
-            .per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let n = per_ip.entry(peer.ip()).or_default();
-        if *n >= cfg.max_clients_per_ip {
-            let detail = format!("too many connections from {} ({n})", peer.ip());
-            drop(per_ip);
-            ctx.active.fetch_sub(1, Ordering::SeqCst);
-            refuse(ctx, tcp, peer, "too many from one address", detail);
-            return None;
-        }
-        *n += 1;
     }
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let slot = Slot {
@@ -499,21 +502,26 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.ctx.cfg.max_clients_per_ip > 0 {
-            let mut per_ip = self
-                .ctx
-                .admission
-                .per_ip
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&self.ip);
-                }
-            }
-        }
+        give_back_address(&self.ctx, self.ip);
         self.ctx.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Gives back a place `admit` took under the per-address limit.
+fn give_back_address(ctx: &Context, ip: IpAddr) {
+    if ctx.cfg.max_clients_per_ip == 0 {
+        return;
+    }
+    let mut per_ip = ctx
+        .admission
+        .per_ip
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
     }
 }
 
