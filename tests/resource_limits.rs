@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{read_http_head, url, WAIT};
-use wshub::{Client, Message};
+use wshub::Client;
 
 /// `VmSize` of a process, in KiB.
 fn vm_size_kib(pid: u32) -> u64 {
@@ -54,6 +54,38 @@ fn limited_server(limit: Option<u64>, one_arena: bool) -> (common::Proc, std::ne
     (proc, addr)
 }
 
+/// Tries `n` handshakes one after the other: the connections that got 101,
+/// kept open, and how many did not.
+fn handshakes(addr: std::net::SocketAddr, n: usize) -> (Vec<TcpStream>, usize) {
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..n {
+        match handshake(addr, &format!("c{i}")) {
+            Some(tcp) => held.push(tcp),
+            None => refused += 1,
+        }
+    }
+    (held, refused)
+}
+
+/// Sends `text` through the echo server and expects it back.
+fn echoes(client: &Client, text: &str) {
+    client.send_text(text).unwrap();
+    assert_eq!(client.recv_timeout(WAIT).unwrap().to_text().unwrap(), text);
+}
+
+/// Tries handshakes for up to five seconds while the server frees what
+/// the clients that left held; `true` once one got 101.
+fn handshake_again(addr: std::net::SocketAddr) -> bool {
+    (0..50).any(|attempt| {
+        let upgraded = handshake(addr, &format!("again{attempt}")).is_some();
+        if !upgraded {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        upgraded
+    })
+}
+
 /// How much address space the server takes with one client come and
 /// gone (so that every thread it starts with is running), in bytes.
 fn base_size(one_arena: bool) -> u64 {
@@ -72,20 +104,9 @@ fn out_of_address_space_refuses_new_clients_and_keeps_the_others() {
     let (mut server, addr) = limited_server(Some(base + (8 << 20) + 20 * (200 << 10)), true);
 
     let echo = Client::connect(&url(addr, "steady")).unwrap();
-    echo.send_text("before").unwrap();
-    assert_eq!(
-        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
-        "before"
-    );
+    echoes(&echo, "before");
 
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for i in 0..100 {
-        match handshake(addr, &format!("c{i}")) {
-            Some(tcp) => held.push(tcp),
-            None => refused += 1,
-        }
-    }
+    let (held, refused) = handshakes(addr, 100);
     assert!(
         refused > 0,
         "all 100 clients got in; the limit did not bite"
@@ -99,28 +120,15 @@ fn out_of_address_space_refuses_new_clients_and_keeps_the_others() {
     server.stderr.wait_for("address-space limit reached");
 
     // The client connected first still works.
-    echo.send_text("during").unwrap();
-    assert_eq!(
-        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
-        "during"
-    );
+    echoes(&echo, "during");
 
     // Once others leave, there is room again.
     drop(held);
-    let mut back = None;
-    for attempt in 0..50 {
-        if let Some(tcp) = handshake(addr, &format!("again{attempt}")) {
-            back = Some(tcp);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
-        back.is_some(),
+        handshake_again(addr),
         "no new client accepted after the others left"
     );
-    echo.send(Message::text("after")).unwrap();
-    assert_eq!(echo.recv_timeout(WAIT).unwrap().to_text().unwrap(), "after");
+    echoes(&echo, "after");
     assert!(server.is_running());
 }
 
@@ -134,14 +142,7 @@ fn malloc_arenas_under_a_limit_lead_to_refusals_not_an_abort() {
     let (mut server, addr) = limited_server(Some(base + (120 << 20)), false);
 
     let echo = Client::connect(&url(addr, "steady")).unwrap();
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for i in 0..600 {
-        match handshake(addr, &format!("c{i}")) {
-            Some(tcp) => held.push(tcp),
-            None => refused += 1,
-        }
-    }
+    let (held, refused) = handshakes(addr, 600);
     let log = server.stderr.all().join("\n");
     assert!(server.is_running(), "the server died: {log}");
     assert!(
@@ -150,11 +151,7 @@ fn malloc_arenas_under_a_limit_lead_to_refusals_not_an_abort() {
     );
     assert!(refused > 0, "all 600 got in; the limit did not bite");
     server.stderr.wait_for("address-space limit reached");
-    echo.send_text("still here").unwrap();
-    assert_eq!(
-        echo.recv_timeout(WAIT).unwrap().to_text().unwrap(),
-        "still here"
-    );
+    echoes(&echo, "still here");
     drop(held);
 }
 
@@ -207,13 +204,9 @@ fn out_of_file_descriptors_answers_503_and_recovers() {
     }
 
     drop(held);
-    let back = (0..50).find_map(|attempt| {
-        let found = handshake(addr, &format!("again{attempt}"));
-        if found.is_none() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        found
-    });
-    assert!(back.is_some(), "no client accepted after the others left");
+    assert!(
+        handshake_again(addr),
+        "no client accepted after the others left"
+    );
     assert!(server.is_running());
 }
