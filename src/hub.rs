@@ -684,8 +684,16 @@ impl Hub {
             by_writer,
             ..
         } = lent;
-        // The map does not change while batches are lent.
+        // The map does not change while batches are lent; should that ever
+        // break, what was not written is still counted.
         let Some(entry) = self.clients.get_mut(&id) else {
+            if !written {
+                warn!(
+                    "dropped {} messages for client {id}: it is gone",
+                    batch.len()
+                );
+                self.stats.drop("receiver left", batch.len() as u64);
+            }
             return;
         };
         if written && by_writer {
