@@ -578,7 +578,7 @@ impl Hub {
             }
         }
         self.dirty = dirty;
-        if lent > 0 {
+        if idle {
             self.take_back(lent);
         }
     }
@@ -600,7 +600,6 @@ impl Hub {
         }
         let mut skip = n - n / 2;
         let mut lent = 0;
-        let mut gone = false;
         for id in dirty {
             let Some(entry) = self.clients.get_mut(id) else {
                 continue;
@@ -621,26 +620,21 @@ impl Hub {
                 by_writer: false,
             };
             if let Err(item) = writer.lend(item) {
+                // The thread has ended: the hub writes the rest itself,
+                // and `take_back` lets the writer go.
                 entry.batch = item.batch;
-                gone = true;
                 break;
             }
             self.lent_frames += frames;
             lent += 1;
         }
-        if gone {
-            // The thread has gone: take back (and write) what it was lent
-            // this round; from now on the hub writes alone.
-            warn!("the second writer thread has ended; the hub writes alone");
-            self.take_back(lent);
-            self.writer = None;
-            return 0;
-        }
         lent
     }
 
-    /// Ends a round with a second writer: writes the lent batches it has
-    /// not started, waits for those it is writing, and keeps the books.
+    /// Ends a round with a second writer: writes the `lent` batches it has
+    /// not started, waits for those it is writing, and keeps the books. A
+    /// writer thread that has ended (a bug) is let go, and the hub writes
+    /// alone from then on.
     fn take_back(&mut self, mut lent: usize) {
         let Some(writer) = self.writer.take() else {
             return;
@@ -664,12 +658,14 @@ impl Hub {
             self.lent_frames -= item.batch.len();
             self.restore(item);
         }
-        if alive {
+        if alive && writer.alive() {
             self.writer = Some(writer);
-        } else {
-            // It died with some batches (a bug): they may be gone.
-            let n = std::mem::take(&mut self.lent_frames);
-            warn!("the second writer thread failed with {n} frames; the hub writes alone");
+            return;
+        }
+        // What it had taken and not given back may be gone.
+        let n = std::mem::take(&mut self.lent_frames);
+        warn!("the second writer thread has ended ({n} frames lost); the hub writes alone");
+        if n > 0 {
             self.stats.drop("writer failed", n as u64);
         }
     }

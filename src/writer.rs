@@ -107,13 +107,17 @@ impl Writer {
         }
     }
 
+    /// Whether the thread is still there (it could only end by a bug).
+    pub(crate) fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Hands `lent` to the writer thread. `Err` gives it back when the
-    /// thread has ended (it only could by a bug). The channel itself never
-    /// refuses: this handle keeps a receiver of it.
+    /// thread has ended. The channel itself never refuses: this handle
+    /// keeps a receiver of it.
     pub(crate) fn lend(&self, lent: Lent) -> Result<(), Lent> {
-        let alive = self.thread.as_ref().is_some_and(|t| !t.is_finished());
         match &self.todo {
-            Some(todo) if alive => todo.send(lent).map_err(|e| e.into_inner()),
+            Some(todo) if self.alive() => todo.send(lent).map_err(|e| e.into_inner()),
             _ => Err(lent),
         }
     }
