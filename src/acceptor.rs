@@ -16,7 +16,7 @@
 //! it, with a small, configurable stack. So while finished threads wait,
 //! a connection costs no hand-over between threads: with the acceptor
 //! handing every connection to a waiting thread, a connect, handshake and
-//! close cycle cost 81-95 µs of server CPU and about five context
+//! close cycle cost 81-85 µs of server CPU and about five context
 //! switches; with the gate, 61-63 µs (measured with `cargo bench --bench
 //! load -- --scenario connect`). A connection over a limit gets 503 from
 //! a short-lived thread, so no thread that takes connections waits on a
@@ -28,9 +28,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ const AS_RESERVE: u64 = 8 << 20;
 /// Address space counted per connection besides its stack and guard page.
 const AS_PER_CONNECTION: u64 = (64 << 10) + 4096;
 /// How long the answer to an upgrade request may take to write.
-pub(crate) const UPGRADE_SEND: Duration = Duration::from_secs(5);
+const UPGRADE_SEND: Duration = Duration::from_secs(5);
 /// The gate's epoll tokens.
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
@@ -95,16 +95,12 @@ enum Waited {
 
 impl Gate {
     /// Puts a non-blocking listener and a new stop eventfd in a new epoll
-    /// set. The listener gets the socket options a plain TCP handshake
-    /// needs, which accepted sockets inherit (three system calls fewer
-    /// per connection): `TCP_NODELAY`, a read timeout of
-    /// `http::STOP_CHECK` (the slice `http::read_head` waits in) and a
-    /// write timeout of [`UPGRADE_SEND`] (for the answer to an upgrade).
+    /// set. The listener gets the socket options a handshake needs, which
+    /// accepted sockets inherit (three system calls fewer per connection):
+    /// `TCP_NODELAY` and [`set_handshake_timeouts`].
     pub(crate) fn new(listener: TcpListener) -> io::Result<Gate> {
-        use rustix::net::sockopt::{set_socket_timeout, set_tcp_nodelay, Timeout};
-        set_tcp_nodelay(&listener, true)?;
-        set_socket_timeout(&listener, Timeout::Recv, Some(http::STOP_CHECK))?;
-        set_socket_timeout(&listener, Timeout::Send, Some(UPGRADE_SEND))?;
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+        set_handshake_timeouts(&listener)?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(
@@ -239,6 +235,18 @@ impl Gate {
     }
 }
 
+/// Sets the socket timeouts a server handshake works with: reads wait
+/// in slices of `http::STOP_CHECK` (see `http::read_head_in_slices`), and
+/// the answer to an upgrade may take [`UPGRADE_SEND`] to write. Set on the
+/// listener, whose accepted sockets inherit them, and again after a TLS
+/// handshake, which sets timeouts of its own.
+pub(crate) fn set_handshake_timeouts(socket: impl AsFd) -> io::Result<()> {
+    use rustix::net::sockopt::{set_socket_timeout, Timeout};
+    set_socket_timeout(&socket, Timeout::Recv, Some(http::STOP_CHECK))?;
+    set_socket_timeout(&socket, Timeout::Send, Some(UPGRADE_SEND))?;
+    Ok(())
+}
+
 /// Whether an accept error is about this process or machine (out of
 /// descriptors, buffers or memory: the gate waits before it tries again)
 /// rather than about one connection. Linux also passes on network errors
@@ -278,6 +286,12 @@ impl Admission {
             refusing: AtomicUsize::new(0),
         }
     }
+
+    /// The per-address counts, locked (a panic while they were held left
+    /// them consistent: every change is one step).
+    fn per_ip(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The acceptor thread: takes connections only while no finished
@@ -309,20 +323,16 @@ struct Job {
 
 /// Applies the connection limits. `Some` holds the connection's place in
 /// them ([`Slot`], given back when the job is dropped); `None` when it was
-/// refused. Several
-/// threads may admit at once, so a place is taken with one atomic step
-/// and the limits stay exact.
+/// refused. Several threads may admit at once, so a place is taken with
+/// one atomic step (under the lock, for an address) and the limits stay
+/// exact.
 fn admit(ctx: &Arc<Context>, tcp: TcpStream, peer: SocketAddr) -> Option<Job> {
     let cfg = &ctx.cfg;
     // The address's place first: a flood from one address over its limit
     // then never holds a place in the global count, where it could make a
     // client from elsewhere look like one too many.
     if cfg.max_clients_per_ip > 0 {
-        let mut per_ip = ctx
-            .admission
-            .per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = ctx.admission.per_ip();
         let n = per_ip.entry(peer.ip()).or_default();
         if *n >= cfg.max_clients_per_ip {
             let detail = format!("too many connections from {} ({n})", peer.ip());
@@ -512,11 +522,7 @@ fn give_back_address(ctx: &Context, ip: IpAddr) {
     if ctx.cfg.max_clients_per_ip == 0 {
         return;
     }
-    let mut per_ip = ctx
-        .admission
-        .per_ip
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut per_ip = ctx.admission.per_ip();
     if let Some(n) = per_ip.get_mut(&ip) {
         *n -= 1;
         if *n == 0 {

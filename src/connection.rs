@@ -4,8 +4,9 @@
 //!
 //! [`serve_connection`] runs on a connection thread (one the acceptor
 //! started, or one that accepted the connection itself after its last
-//! one, see [`acceptor`](crate::acceptor)) and owns the socket. It runs the TLS handshake when the server has TLS, reads the
-//! HTTP request head with a deadline, answers plain HTTP (the [web] page
+//! one, see [`acceptor`](crate::acceptor)) and owns the socket. It runs
+//! the TLS handshake when the server has TLS, reads the HTTP request head
+//! with a deadline, answers plain HTTP (the [web] page
 //! and API) or a refused handshake itself, and on a valid upgrade becomes
 //! the client's session thread: it tells the hub who joined, runs the
 //! [session loop](crate::session), and tells the hub who left. It reaches
@@ -142,18 +143,13 @@ fn secure(ctx: &Context, tcp: TcpStream, peer: SocketAddr, deadline: Instant) ->
         return match tls.accept(tcp, deadline, ctx.gate.stopping()) {
             // The TLS handshake set timeouts of its own: back to what a
             // plain socket inherits, so the rest is the same for both.
-            Ok(stream) => {
-                let reset = stream
-                    .set_read_timeout(Some(http::STOP_CHECK))
-                    .and_then(|()| stream.set_write_timeout(Some(crate::acceptor::UPGRADE_SEND)));
-                match reset {
-                    Ok(()) => Some(stream),
-                    Err(e) => {
-                        debug!("{peer} went away after the TLS handshake: {e}");
-                        None
-                    }
+            Ok(stream) => match crate::acceptor::set_handshake_timeouts(stream.tcp()) {
+                Ok(()) => Some(stream),
+                Err(e) => {
+                    debug!("{peer} went away after the TLS handshake: {e}");
+                    None
                 }
-            }
+            },
             Err(e) => {
                 info!("dropped {peer}: TLS handshake failed: {e}");
                 let _ = ctx.hub.send(Event::Rejected("tls handshake"));
