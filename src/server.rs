@@ -59,7 +59,8 @@ pub struct ServerHandle {
     active: Arc<AtomicUsize>,
 }
 
-/// What every connection thread needs; shared read-only.
+/// What every connection thread needs, shared by all of them: the
+/// settings, and counters that are atomic or behind a lock.
 pub(crate) struct Context {
     pub(crate) cfg: ServerConfig,
     pub(crate) hub: Sender<Event>,

@@ -29,9 +29,10 @@
 //! `asleep` flag), not once per message. A woken session drains what is
 //! queued into its [`Wire`] (the hub's batches of encoded frames go in as
 //! they are, often as the buffer itself; tungstenite frames the rest) and
-//! flushes once, so one `write()` carries many frames. Readiness is edge-triggered, so the loop
-//! remembers whether the socket may still have data (`readable`) or is full
-//! (`write_blocked`) and skips syscalls that would only say `WouldBlock`.
+//! flushes once, so one `write()` carries many frames. Readiness is
+//! edge-triggered, so the loop remembers whether the socket may still have
+//! data (`readable`) or is full (`write_blocked`) and skips syscalls that
+//! would only say `WouldBlock`.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -67,9 +68,9 @@ const FLUSH_AT: usize = 64 << 10;
 /// `acceptor::run_worker`) then creates no epoll instance or eventfd per
 /// connection (four system calls and two kernel objects fewer per
 /// connect, handshake and close cycle; the session takes its socket out of
-/// the set when it ends, so the next one starts clean). A wake-up meant for the
-/// previous session can reach the next one; it only makes the loop look
-/// once more at a queue that is empty.
+/// the set when it ends, so the next one starts clean). A wake-up meant
+/// for the previous session can reach the next one; it only makes the
+/// loop look once more at a queue that is empty.
 #[derive(Debug)]
 pub(crate) struct Reactor {
     poll: Poll,
