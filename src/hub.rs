@@ -249,7 +249,11 @@ fn offline_cost(msg: &Message) -> usize {
 /// every client has left (or the close timeout has passed).
 pub(crate) fn run_hub(cfg: ServerConfig, events: Receiver<Event>, spares: Spares) {
     let mut hub = Hub::new(cfg, spares);
+    // Join and leave lines go out once per round (see `log_lines`).
+    crate::log_lines::hold_on_this_thread();
+    let _written = crate::log_lines::EndRoundOnDrop;
     loop {
+        crate::log_lines::end_round();
         let first = match hub.shutting_down {
             None if hub.spares_due => events.recv_timeout(SPARES_KEPT),
             None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),

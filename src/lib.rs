@@ -97,7 +97,9 @@
 //! consumers, full offline queues, accept failures); `info`: listening,
 //! joins and leaves with close codes, refused handshakes, kicks, shutdown;
 //! `debug`: plain HTTP requests and connections that went away early;
-//! `trace`: tungstenite's frame-level detail.
+//! `trace`: tungstenite's frame-level detail. The server binary writes
+//! through [`log_lines::Lines`], which writes the hub's lines once per
+//! round of events rather than once each.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -117,6 +119,7 @@ pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod log_lines;
 pub mod naming;
 pub mod reconnect;
 pub mod server;
