@@ -52,7 +52,9 @@ pub struct ServerConfig {
     pub send_queue: usize,
     /// The same bound in payload bytes. Defaults to 4 MiB.
     pub send_queue_bytes: usize,
-    /// Time a connection has to send its complete HTTP request head.
+    /// Time a connection has to send its complete HTTP request head,
+    /// from when the server takes it: once its first bytes are in, or
+    /// after about a second of silence (the kernel holds it until then).
     /// Defaults to 10 s.
     pub handshake_timeout: Duration,
     /// Largest HTTP request head accepted (431 above). Defaults to 16 KiB.

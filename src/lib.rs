@@ -101,7 +101,9 @@
 //! through [`log_lines::Lines`], which writes the hub's lines once per
 //! round of events rather than once each.
 
-#![forbid(unsafe_code)]
+// One exception, with its reason: `acceptor::defer_accept`, a socket
+// option no safe API offers.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 // The module docs point readers at the private thread loops and channels;
 // `cargo doc --document-private-items` renders those links.

@@ -77,8 +77,9 @@ fn over_max_clients_gets_503_counted_as_server_full() {
     let server = server(ServerConfig::default().max_clients(3));
     let addr = server.local_addr();
     let (a, b) = witnesses(&server);
-    // A connection that has sent nothing yet holds a slot too.
-    let idle = TcpStream::connect(addr).unwrap();
+    // A connection whose request is on its way holds a slot too.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /ok/c HTTP/1.1\r\n").unwrap();
     let (mut tcp, head) = upgrade_raw(addr, "fourth", &[]);
     assert_eq!(http_status(&head), 503, "{head}");
     assert!(head_header(&head, "Retry-After").is_some(), "{head}");
@@ -96,6 +97,20 @@ fn over_max_clients_gets_503_counted_as_server_full() {
     let _later = admitted_again(addr);
     wait_online(&server, "later");
     assert_pair_works(&a, &b);
+}
+
+#[test]
+fn a_connection_that_has_sent_nothing_takes_no_slot() {
+    let server = server(ServerConfig::default().max_clients(1));
+    let addr = server.local_addr();
+    // The kernel holds a silent connection for its first second
+    // (TCP_DEFER_ACCEPT), so it cannot keep a client out meanwhile.
+    // Before, it was accepted first and the client behind it got 503.
+    let _silent = TcpStream::connect(addr).unwrap();
+    let (_tcp, head) = upgrade_raw(addr, "first", &[]);
+    assert_eq!(http_status(&head), 101, "{head}");
+    wait_online(&server, "first");
+    assert_eq!(rejected(&server, "server full"), 0);
 }
 
 #[test]
