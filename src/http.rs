@@ -201,29 +201,43 @@ impl Response {
         self
     }
 
-    /// The bytes on the wire; `head_only` leaves the body out.
+    /// The bytes on the wire; `head_only` leaves the body out. One
+    /// allocation, sized up front (a `format!` per line took 13 per
+    /// upgrade).
     pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
+        use std::io::Write as _;
+        let lines: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
+        let body = if head_only { 0 } else { self.body.len() };
+        let mut out = Vec::with_capacity(96 + lines + body);
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
             "HTTP/1.1 {} {}\r\n",
             self.status,
             reason_phrase(self.status)
         );
         for (k, v) in &self.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
+            for part in [k.as_bytes(), b": ", v.as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
         }
         if self.status != 101 {
             // Every answer but the upgrade ends the connection.
-            out.push_str(&format!(
+            let _ = write!(
+                out,
                 "Content-Length: {}\r\nConnection: close\r\n",
                 self.body.len()
-            ));
+            );
         }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
+        out.extend_from_slice(b"\r\n");
         if !head_only {
-            bytes.extend_from_slice(&self.body);
+            out.extend_from_slice(&self.body);
         }
-        bytes
+        out
     }
 }
 
