@@ -38,13 +38,13 @@ thread_local! {
 /// From now on, complete lines this thread logs through a [`Lines`] wait
 /// until it calls [`end_round`]. For a thread that calls it before every
 /// wait, as the hub does.
-pub fn hold_on_this_thread() {
+pub(crate) fn hold_on_this_thread() {
     HOLDS.with(|h| h.set(true));
 }
 
 /// Writes the lines this thread left waiting, if any (through the global
 /// logger's `flush`). Cheap when there are none: one thread-local read.
-pub fn end_round() {
+pub(crate) fn end_round() {
     if WAITING.with(|w| w.replace(false)) {
         log::logger().flush();
     }
@@ -53,7 +53,7 @@ pub fn end_round() {
 /// Calls [`end_round`] when dropped, so held lines are written when the
 /// thread that holds them returns or unwinds.
 #[derive(Debug)]
-pub struct EndRoundOnDrop;
+pub(crate) struct EndRoundOnDrop;
 
 impl Drop for EndRoundOnDrop {
     fn drop(&mut self) {
