@@ -201,9 +201,9 @@ impl Gate {
     fn accept(&self) -> Option<Waited> {
         let result = self.listener.accept();
         if let Err(e) = &result {
-            // Anything else is about one connection (another thread was
-            // quicker, a signal came, the peer gave up before its turn),
-            // and nothing to wait for.
+            // Only a lack of resources is worth a pause. Anything else is
+            // about one connection (another thread was quicker, a signal
+            // came, the peer gave up before its turn): nothing to wait for.
             if out_of_resources(e) {
                 if !self.failing.swap(true, Ordering::SeqCst) {
                     warn!("accept failed: {e}; retrying every 100 ms");
@@ -516,7 +516,6 @@ fn run_worker(ctx: &Arc<Context>, mut job: Job) {
             peer,
             id,
             slot,
-            ..
         } = job;
         serve_connection(ctx, tcp, peer, id, &mut reactor);
         drop(slot);

@@ -60,7 +60,8 @@ pub struct ServerHandle {
 }
 
 /// What every connection thread needs, shared by all of them: the
-/// settings, and counters that are atomic or behind a lock.
+/// settings, the ways to the hub (its channel, the spare buffers), the
+/// gate, and counters that are atomic or behind a lock.
 pub(crate) struct Context {
     pub(crate) cfg: ServerConfig,
     pub(crate) hub: Sender<Event>,

@@ -19,15 +19,21 @@ fn vm_size_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Tries a WebSocket handshake on a raw socket; `true` for 101.
-fn handshake(addr: std::net::SocketAddr, name: &str) -> Option<TcpStream> {
+/// Sends an upgrade request for `name` on a raw socket: the socket and
+/// the response head, or `None` when the server had closed it first.
+fn upgrade(addr: std::net::SocketAddr, name: &str) -> Option<(TcpStream, String)> {
     let mut tcp = TcpStream::connect(addr).ok()?;
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     let request = common::upgrade_request(addr, name, &[]);
     std::io::Write::write_all(&mut tcp, request.as_bytes()).ok()?;
-    read_http_head(&mut tcp)
-        .starts_with("HTTP/1.1 101")
-        .then_some(tcp)
+    let head = read_http_head(&mut tcp);
+    Some((tcp, head))
+}
+
+/// Tries a WebSocket handshake on a raw socket; the socket for 101.
+fn handshake(addr: std::net::SocketAddr, name: &str) -> Option<TcpStream> {
+    let (tcp, head) = upgrade(addr, name)?;
+    head.starts_with("HTTP/1.1 101").then_some(tcp)
 }
 
 /// Starts the server binary under `prlimit --as=LIMIT` (bytes). With
@@ -170,11 +176,7 @@ fn out_of_file_descriptors_answers_503_and_recovers() {
     let (mut upgraded, mut refused) = (0, 0);
     // Upgraded clients, kept open.
     for i in 0..20 {
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
-        let request = common::upgrade_request(addr, &format!("c{i}"), &[]);
-        std::io::Write::write_all(&mut tcp, request.as_bytes()).unwrap();
-        let head = read_http_head(&mut tcp);
+        let (tcp, head) = upgrade(addr, &format!("c{i}")).expect("an answer");
         if head.starts_with("HTTP/1.1 101") {
             upgraded += 1;
             held.push(tcp);
